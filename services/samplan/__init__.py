@@ -1,0 +1,1 @@
+"""SamPlan: the shared care plan (dokumenterad överenskommelse) as a FHIR R4 service."""

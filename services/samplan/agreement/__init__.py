@@ -1,0 +1,1 @@
+"""The domain: the agreement <-> CarePlan/CareTeam/Appointment/Goal, and the patient view."""

@@ -1,0 +1,1 @@
+"""FastAPI routers only: HTTP in, HTTP out. No SQL, no domain rules."""

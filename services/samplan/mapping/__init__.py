@@ -1,0 +1,1 @@
+"""Cosmic keyword notes <-> the agreement, driven by the YAML files in mappings/."""

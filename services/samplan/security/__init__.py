@@ -1,0 +1,1 @@
+"""Tokens, SMART scopes, the access policy and the audit log."""

@@ -1,0 +1,1 @@
+"""All SQL: tables, the resource repository, transactions and migrations."""
