@@ -1,0 +1,31 @@
+"""Demo data for `make run`: one patient's documented agreement, loaded idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from samplan.main import build_services, close_services
+from samplan.settings import get_settings
+
+DEMO_BUNDLE = Path(__file__).with_name("demo_data") / "greta-holm.json"
+
+
+def demo_bundle(path: Path | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads((path or DEMO_BUNDLE).read_bytes())
+    return data
+
+
+async def load(path: Path | None = None) -> int:
+    """Post the demo transaction through the service itself (so it is validated and indexed)."""
+    from samplan.fhir.transaction import BundleProcessor
+
+    services = await build_services(get_settings())
+    try:
+        processor = BundleProcessor(services.fhir, return_representation=False)
+        response = orjson.loads(await processor.transaction(demo_bundle(path)))
+        return len(response.get("entry", []))
+    finally:
+        await close_services(services)

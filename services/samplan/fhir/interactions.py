@@ -1,0 +1,352 @@
+"""The FHIR RESTful interactions (https://hl7.org/fhir/R4/http.html), free of HTTP and SQL.
+
+Each write runs in one repository transaction and is retried when a
+concurrent writer got there first (WriteConflict); preconditions (If-Match,
+If-None-Exist) are checked inside that transaction against locked rows, so of
+N racing writers with the same ETag exactly one wins, and N equal conditional
+creates make exactly one resource.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import jsonpatch
+import jsonpointer
+import orjson
+
+from samplan.fhir.errors import (
+    BadRequest,
+    FhirError,
+    Gone,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from samplan.fhir.registry import REGISTRY, Interaction, ResourceType
+from samplan.fhir.resource import ID_PATTERN, validate_resource
+from samplan.fhir.search import SearchQuery, parse_search
+from samplan.store.repository import (
+    HistoryPage,
+    Repository,
+    SearchPage,
+    StoredResource,
+    WriteConflict,
+    WriteTx,
+)
+
+T = TypeVar("T")
+_RETRIES = 8
+
+
+@dataclass(slots=True)
+class WriteResult:
+    stored: StoredResource
+    created: bool
+    # a conditional create that found its match: nothing was written
+    existing: bool = False
+    warnings: list[Issue] = field(default_factory=list)
+
+
+def parse_etag(value: str | None) -> int | None:
+    """The version number in an ETag (``W/"3"``, ``"3"``); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else -1
+
+
+class FhirService:
+    """What a FHIR client can do, in terms of the repository."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        tz: ZoneInfo,
+        base_url: str,
+        default_count: int = 20,
+        max_count: int = 1000,
+    ) -> None:
+        self.repo = repo
+        self.tz = tz
+        self.base_url = base_url
+        self.default_count = default_count
+        self.max_count = max_count
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def resource_type(self, name: str, interaction: Interaction | None = None) -> ResourceType:
+        rtype = REGISTRY.get(name)
+        if rtype is None:
+            raise NotFound(f"Resource type {name!r} is not supported by this server.")
+        if interaction is not None and not rtype.supports(interaction):
+            raise MethodNotAllowed(f"{interaction} is not supported on {name}.")
+        return rtype
+
+    def parse_query(
+        self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
+    ) -> SearchQuery:
+        return parse_search(
+            resource_type,
+            params,
+            tz=self.tz,
+            base_url=self.base_url,
+            strict=strict,
+            default_count=self.default_count,
+            max_count=self.max_count,
+        )
+
+    async def _retrying(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
+        for attempt in range(_RETRIES):
+            try:
+                async with self.repo.transaction() as tx:
+                    return await unit(tx)
+            except WriteConflict:
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        self.resource_type(resource_type, "read")
+        stored = await self.repo.read(resource_type, resource_id)
+        if stored is None:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist.")
+        if stored.deleted:
+            raise Gone(
+                f"{resource_type}/{resource_id} was deleted (version {stored.version_id}).",
+                headers={"ETag": stored.etag},
+            )
+        return stored
+
+    async def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
+        self.resource_type(resource_type, "vread")
+        if not version.isdigit():
+            raise NotFound(f"Version {version!r} of {resource_type}/{resource_id} does not exist.")
+        stored = await self.repo.vread(resource_type, resource_id, int(version))
+        if stored is None:
+            raise NotFound(f"Version {version} of {resource_type}/{resource_id} does not exist.")
+        if stored.deleted:
+            raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion.")
+        return stored
+
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
+    ) -> tuple[SearchQuery, SearchPage]:
+        self.resource_type(resource_type, "search-type")
+        query = self.parse_query(resource_type, params, strict=strict)
+        return query, await self.repo.search(query)
+
+    async def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int | None,
+        since_us: int | None,
+        before_seq: int | None,
+    ) -> HistoryPage:
+        if resource_type is not None:
+            self.resource_type(
+                resource_type, "history-instance" if resource_id else "history-type"
+            )
+        if resource_id is not None and resource_type is not None:
+            if await self.repo.read(resource_type, resource_id) is None:
+                raise NotFound(f"{resource_type}/{resource_id} does not exist.")
+        size = min(count if count is not None else self.default_count, self.max_count)
+        return await self.repo.history(
+            resource_type, resource_id, count=size, since_us=since_us, before_seq=before_seq
+        )
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(
+        self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "create")
+        resource = validate_resource(body, resource_type)
+
+        async def unit(tx: WriteTx) -> WriteResult:
+            return await self.create_in(tx, resource, if_none_exist=if_none_exist)
+
+        return await self._retrying(unit)
+
+    async def create_in(
+        self,
+        tx: WriteTx,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        resource_id: str | None = None,
+    ) -> WriteResult:
+        resource_type = resource["resourceType"]
+        if if_none_exist:
+            match = await self.find_one(tx, resource_type, if_none_exist, "If-None-Exist")
+            if match is not None:
+                return WriteResult(match, created=False, existing=True)
+        new_id = resource_id or str(uuid.uuid4())
+        resource = {**resource, "id": new_id}
+        stored = await tx.write(resource, resource_id=new_id, current=None, method="POST")
+        return WriteResult(stored, created=True)
+
+    async def find_one(
+        self, tx: WriteTx, resource_type: str, criteria: str, what: str
+    ) -> StoredResource | None:
+        """The single match of a conditional criteria, under a lock on that criteria."""
+        params = _query_pairs(criteria)
+        if not params:
+            raise BadRequest(f"{what} has no search criteria.", [what])
+        query = self.parse_query(resource_type, params, strict=True)
+        query.count = 2
+        await tx.lock(f"conditional:{resource_type}?{sorted(params)!r}")
+        page = await tx.search(query)
+        if len(page.matches) > 1:
+            raise PreconditionFailed(
+                f"{what} {criteria!r} matches more than one {resource_type}.", [what]
+            )
+        return page.matches[0] if page.matches else None
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "update")
+        resource = validate_resource(body, resource_type)
+        if resource.get("id") is None:
+            raise BadRequest("The resource in a PUT must have an id.", [f"{resource_type}.id"])
+        if resource["id"] != resource_id:
+            raise BadRequest(
+                f"The id in the body ({resource['id']!r}) differs from the URL ({resource_id!r}).",
+                [f"{resource_type}.id"],
+            )
+
+        async def unit(tx: WriteTx) -> WriteResult:
+            return await self.update_in(tx, resource, resource_id, if_match=if_match)
+
+        return await self._retrying(unit)
+
+    async def update_in(
+        self,
+        tx: WriteTx,
+        resource: dict[str, Any],
+        resource_id: str,
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        if not ID_PATTERN.match(resource_id):
+            raise BadRequest(f"{resource_id!r} is not a valid id.", ["id"])
+        current = await tx.current(resource["resourceType"], resource_id)
+        _check_if_match(current, if_match, f"{resource['resourceType']}/{resource_id}")
+        resource = {**resource, "id": resource_id}
+        stored = await tx.write(resource, resource_id=resource_id, current=current, method="PUT")
+        return WriteResult(stored, created=current is None or current.deleted)
+
+    async def patch(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "patch")
+        if not isinstance(body, list):
+            raise BadRequest("A JSON Patch body must be an array of operations.")
+
+        async def unit(tx: WriteTx) -> WriteResult:
+            return await self.patch_in(tx, resource_type, resource_id, body, if_match=if_match)
+
+        return await self._retrying(unit)
+
+    async def patch_in(
+        self,
+        tx: WriteTx,
+        resource_type: str,
+        resource_id: str,
+        operations: list[Any],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        current = await tx.current(resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist.")
+        if current.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted.")
+        _check_if_match(current, if_match, f"{resource_type}/{resource_id}")
+        assert current.content is not None
+        document = orjson.loads(current.content)
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(document)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise Unprocessable(f"A JSON Patch test failed: {exc}", code="processing") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Unprocessable(f"The JSON Patch cannot be applied: {exc}",
+                                code="processing") from None
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise BadRequest(f"The JSON Patch is malformed: {exc}") from None
+        if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
+            raise Unprocessable("A patch may not change the resourceType.",
+                                [f"{resource_type}.resourceType"])
+        if patched.get("id") != resource_id:
+            raise Unprocessable("A patch may not change the id.", [f"{resource_type}.id"])
+        resource = validate_resource(patched, resource_type)
+        stored = await tx.write(resource, resource_id=resource_id, current=current,
+                                method="PATCH")
+        return WriteResult(stored, created=False)
+
+    async def delete(
+        self, resource_type: str, resource_id: str, *, if_match: str | None = None
+    ) -> StoredResource | None:
+        """Delete; None when it was already deleted (deleting twice is not an error)."""
+        self.resource_type(resource_type, "delete")
+
+        async def unit(tx: WriteTx) -> StoredResource | None:
+            return await self.delete_in(tx, resource_type, resource_id, if_match=if_match)
+
+        return await self._retrying(unit)
+
+    async def delete_in(
+        self, tx: WriteTx, resource_type: str, resource_id: str, *, if_match: str | None = None
+    ) -> StoredResource | None:
+        current = await tx.current(resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist.")
+        _check_if_match(current, if_match, f"{resource_type}/{resource_id}")
+        if current.deleted:
+            return None
+        return await tx.delete(current)
+
+
+def _check_if_match(current: StoredResource | None, if_match: str | None, label: str) -> None:
+    expected = parse_etag(if_match)
+    if expected is None:
+        return
+    if current is None or current.deleted:
+        raise PreconditionFailed(
+            f"If-Match {if_match} given, but {label} has no current version.", ["If-Match"]
+        )
+    if current.version_id != expected:
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version "
+            f"W/\"{current.version_id}\" of {label}; read it again and retry.",
+            ["If-Match"],
+            headers={"ETag": current.etag},
+        )
+
+
+def _query_pairs(criteria: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    text = criteria.split("?", 1)[1] if "?" in criteria else criteria
+    try:
+        return parse_qsl(text, keep_blank_values=False, strict_parsing=True)
+    except ValueError:
+        raise BadRequest(f"Cannot read the criteria {criteria!r}.") from None
+
+
+__all__ = ["FhirError", "FhirService", "WriteResult", "parse_etag"]

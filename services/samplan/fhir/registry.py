@@ -1,0 +1,282 @@
+"""The resource types the server holds, what may be done with them, and their search parameters.
+
+This table is the single source for routing, indexing, search parsing and the
+CapabilityStatement: a later issue adds a type (Subscription, AuditEvent,
+Consent, ...) by registering it here, and every layer picks it up.
+Search parameter definitions follow the R4 specification's
+(https://hl7.org/fhir/R4/searchparameter-registry.html); paths are written as
+dotted element names over the JSON, with lists traversed implicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ParamType = Literal["token", "reference", "date", "string"]
+Interaction = Literal[
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+
+ALL_INTERACTIONS: tuple[Interaction, ...] = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+READ_ONLY: tuple[Interaction, ...] = ("read", "vread", "search-type", "history-instance")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParam:
+    """One search parameter: its name, type and where its values live in the resource."""
+
+    name: str
+    type: ParamType
+    paths: tuple[str, ...]
+    description: str
+    targets: tuple[str, ...] = ()  # reference: the types it may point to
+    canonical: str = ""
+
+    def definition_url(self, resource_type: str) -> str:
+        if self.canonical:
+            return self.canonical
+        return f"http://hl7.org/fhir/SearchParameter/{resource_type}-{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    """A type the server stores, with its interactions and search parameters."""
+
+    name: str
+    params: dict[str, SearchParam] = field(default_factory=dict)
+    interactions: tuple[Interaction, ...] = ALL_INTERACTIONS
+    includes: tuple[str, ...] = ()  # reference params usable in _include=Type:param
+    conditional_create: bool = True
+    conditional_update: bool = False
+    conditional_delete: bool = False
+
+    def supports(self, interaction: Interaction) -> bool:
+        return interaction in self.interactions
+
+
+def _p(
+    name: str,
+    type_: ParamType,
+    *paths: str,
+    desc: str = "",
+    targets: tuple[str, ...] = (),
+) -> SearchParam:
+    return SearchParam(name, type_, paths, desc or name, targets)
+
+
+_IDENTIFIER = _p("identifier", "token", "identifier", desc="A business identifier")
+
+_RESOURCE_TYPES: tuple[ResourceType, ...] = (
+    ResourceType(
+        "CarePlan",
+        {
+            p.name: p
+            for p in (
+                _p("patient", "reference", "subject", desc="Who the plan is for (Patient)",
+                   targets=("Patient",)),
+                _p("subject", "reference", "subject", desc="Who the plan is for",
+                   targets=("Patient", "Group")),
+                _p("status", "token", "status", desc="draft | active | on-hold | revoked | ..."),
+                _p("category", "token", "category", desc="Type of plan"),
+                _p("date", "date", "period", desc="Time period the plan covers"),
+                _p("care-team", "reference", "careTeam", desc="Who's involved in the plan",
+                   targets=("CareTeam",)),
+                _p("goal", "reference", "goal", desc="Desired outcome of plan",
+                   targets=("Goal",)),
+                _p("author", "reference", "author", desc="Who is responsible for the plan",
+                   targets=("Patient", "Practitioner", "PractitionerRole", "Organization",
+                            "RelatedPerson", "CareTeam")),
+                _p("intent", "token", "intent", desc="proposal | plan | order | option"),
+                _IDENTIFIER,
+            )
+        },
+        includes=("care-team", "goal", "subject", "patient", "author"),
+    ),
+    ResourceType(
+        "CareTeam",
+        {
+            p.name: p
+            for p in (
+                _p("patient", "reference", "subject", desc="Who the care team is for (Patient)",
+                   targets=("Patient",)),
+                _p("subject", "reference", "subject", desc="Who the care team is for",
+                   targets=("Patient", "Group")),
+                _p("participant", "reference", "participant.member",
+                   desc="Who is involved",
+                   targets=("Practitioner", "PractitionerRole", "RelatedPerson", "Patient",
+                            "Organization", "CareTeam")),
+                _p("status", "token", "status", desc="proposed | active | suspended | ..."),
+                _p("category", "token", "category", desc="Type of team"),
+                _p("organization", "reference", "managingOrganization",
+                   desc="Organization responsible for the care team", targets=("Organization",)),
+                _IDENTIFIER,
+            )
+        },
+        includes=("participant", "subject", "patient", "organization"),
+    ),
+    ResourceType(
+        "Appointment",
+        {
+            p.name: p
+            for p in (
+                _p("patient", "reference", "participant.actor",
+                   desc="One of the individuals of the appointment is this patient",
+                   targets=("Patient",)),
+                _p("actor", "reference", "participant.actor",
+                   desc="Any one of the individuals participating in the appointment",
+                   targets=("Patient", "Practitioner", "PractitionerRole", "RelatedPerson",
+                            "Device", "HealthcareService", "Location")),
+                _p("date", "date", "start", desc="Appointment date/time"),
+                _p("status", "token", "status", desc="The overall status of the appointment"),
+                _p("based-on", "reference", "basedOn",
+                   desc="The plan or request this appointment is allocated to assess "
+                        "(CarePlan allowed, as in R5)",
+                   targets=("CarePlan", "ServiceRequest")),
+                _IDENTIFIER,
+            )
+        },
+        includes=("patient", "actor", "based-on"),
+    ),
+    ResourceType(
+        "Goal",
+        {
+            p.name: p
+            for p in (
+                _p("patient", "reference", "subject", desc="Who this goal is intended for",
+                   targets=("Patient",)),
+                _p("subject", "reference", "subject", desc="Who this goal is intended for",
+                   targets=("Patient", "Group", "Organization")),
+                _p("lifecycle-status", "token", "lifecycleStatus",
+                   desc="proposed | planned | accepted | active | ..."),
+                _p("expressed-by", "reference", "expressedBy", desc="Who said the goal",
+                   targets=("Patient", "Practitioner", "PractitionerRole", "RelatedPerson")),
+                _IDENTIFIER,
+            )
+        },
+        includes=("patient", "subject"),
+    ),
+    ResourceType(
+        "Patient",
+        {
+            p.name: p
+            for p in (
+                _IDENTIFIER,
+                _p("name", "string", "name", desc="Any part of a name"),
+                _p("family", "string", "name.family", desc="A portion of the family name"),
+                _p("given", "string", "name.given", desc="A portion of the given name"),
+                _p("birthdate", "date", "birthDate", desc="The patient's date of birth"),
+                _p("gender", "token", "gender", desc="Gender of the patient"),
+                _p("organization", "reference", "managingOrganization",
+                   desc="The organization that is the custodian of the patient record",
+                   targets=("Organization",)),
+            )
+        },
+        includes=("organization",),
+    ),
+    ResourceType(
+        "Practitioner",
+        {
+            p.name: p
+            for p in (
+                _IDENTIFIER,
+                _p("name", "string", "name", desc="Any part of a name"),
+                _p("family", "string", "name.family", desc="A portion of the family name"),
+                _p("given", "string", "name.given", desc="A portion of the given name"),
+            )
+        },
+    ),
+    ResourceType(
+        "PractitionerRole",
+        {
+            p.name: p
+            for p in (
+                _IDENTIFIER,
+                _p("practitioner", "reference", "practitioner",
+                   desc="Practitioner that is able to provide the role",
+                   targets=("Practitioner",)),
+                _p("organization", "reference", "organization",
+                   desc="The organization where the role is available",
+                   targets=("Organization",)),
+                _p("role", "token", "code", desc="The role the practitioner has"),
+            )
+        },
+        includes=("practitioner", "organization"),
+    ),
+    ResourceType(
+        "Organization",
+        {
+            p.name: p
+            for p in (
+                _IDENTIFIER,
+                _p("name", "string", "name", "alias", desc="A portion of the name or alias"),
+                _p("partof", "reference", "partOf", desc="Part of", targets=("Organization",)),
+            )
+        },
+        includes=("partof",),
+    ),
+    ResourceType(
+        "RelatedPerson",
+        {
+            p.name: p
+            for p in (
+                _IDENTIFIER,
+                _p("name", "string", "name", desc="Any part of a name"),
+                _p("patient", "reference", "patient", desc="The patient this person is related to",
+                   targets=("Patient",)),
+                _p("relationship", "token", "relationship", desc="The relationship"),
+            )
+        },
+        includes=("patient",),
+    ),
+)
+
+REGISTRY: dict[str, ResourceType] = {rt.name: rt for rt in _RESOURCE_TYPES}
+
+# Parameters every type understands; handled by the search engine itself.
+COMMON_PARAMS: dict[str, ParamType] = {"_id": "token", "_lastUpdated": "date"}
+
+# Result parameters (https://hl7.org/fhir/R4/search.html#return): never "unknown".
+RESULT_PARAMS = frozenset(
+    {
+        "_count",
+        "_sort",
+        "_total",
+        "_summary",
+        "_include",
+        "_revinclude",
+        "_elements",
+        "_format",
+        "_pretty",
+        "_page_after",
+        "_page_before",
+        "_contained",
+    }
+)
+
+
+def register(resource_type: ResourceType) -> None:
+    """Add a type (used by later features: subscriptions, audit, consent)."""
+    REGISTRY[resource_type.name] = resource_type
+
+
+def get_type(name: str) -> ResourceType | None:
+    return REGISTRY.get(name)

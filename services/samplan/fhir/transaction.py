@@ -1,0 +1,337 @@
+"""Batch and transaction Bundles posted to the base (https://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction is one database transaction: any failing entry rolls back all of
+them and the answer is that entry's OperationOutcome. Entries run in the order
+the spec fixes (DELETE, POST, PUT/PATCH, GET); ``urn:uuid:`` fullUrls are
+given server ids first and every reference to them is rewritten, and
+conditional references (``Patient?identifier=...``) are resolved to the one
+resource they match. A batch runs each entry on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from samplan.fhir.bundle import response_entry
+from samplan.fhir.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
+from samplan.fhir.interactions import FhirService, WriteResult
+from samplan.fhir.resource import validate_resource
+from samplan.store.repository import StoredResource, WriteTx
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass(slots=True)
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: str | None
+    raw_resource: Any
+
+
+def _parse_entries(bundle: Any, expected_type: str) -> list[_Entry]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base takes a Bundle.", ["Bundle.resourceType"])
+    if bundle.get("type") != expected_type:
+        raise BadRequest(f"Bundle.type must be batch or transaction, not {bundle.get('type')!r}.",
+                         ["Bundle.type"])
+    entries = []
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest("Bundle.entry must be an array.", ["Bundle.entry"])
+    for i, raw in enumerate(raw_entries):
+        where = f"Bundle.entry[{i}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise BadRequest(f"{where} has no request.", [f"{where}.request"])
+        request = raw["request"]
+        method = str(request.get("method", "")).upper()
+        url = request.get("url")
+        if method not in _ORDER or not isinstance(url, str) or not url:
+            raise BadRequest(f"{where}.request needs a method (GET, POST, PUT, PATCH, DELETE) "
+                             "and a url.", [f"{where}.request"])
+        resource = raw.get("resource")
+        entries.append(
+            _Entry(i, method, url.lstrip("/"), resource if isinstance(resource, dict) else None,
+                   raw.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"),
+                   resource)
+        )
+    return entries
+
+
+def _split_url(url: str) -> tuple[str, str | None, list[tuple[str, str]]]:
+    from urllib.parse import parse_qsl
+
+    parts = urlsplit(url)
+    path = parts.path.strip("/").split("/")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    return path[0], (path[1] if len(path) > 1 and path[1] else None), params
+
+
+def _prefix(error: FhirError, index: int) -> FhirError:
+    """Point an entry's error at the entry (Bundle.entry[i].resource...)."""
+    where = f"Bundle.entry[{index}]"
+    expression = [
+        f"{where}.resource.{e.split('.', 1)[1]}" if "." in e else f"{where}.{e}"
+        for e in error.expression
+    ] or [where]
+    error.expression = expression
+    error.diagnostics = f"{where}: {error.diagnostics}"
+    return error
+
+
+class BundleProcessor:
+    def __init__(self, service: FhirService, *, return_representation: bool) -> None:
+        self.service = service
+        self.base_url = service.base_url
+        self.representation = return_representation
+
+    # -- transaction ---------------------------------------------------------------------
+
+    async def transaction(self, bundle: Any) -> bytes:
+        entries = _parse_entries(bundle, "transaction")
+        # validate every resource before touching the database
+        for e in entries:
+            if e.method in ("POST", "PUT"):
+                if e.resource is None:
+                    raise BadRequest(f"Bundle.entry[{e.index}] needs a resource for {e.method}.",
+                                     [f"Bundle.entry[{e.index}].resource"])
+                try:
+                    e.resource = validate_resource(e.resource, _split_url(e.url)[0])
+                except FhirError as exc:
+                    raise _prefix(exc, e.index) from None
+        urls = [e.full_url for e in entries if e.full_url]
+        if len(urls) != len(set(urls)):
+            raise BadRequest("Two entries share a fullUrl.", ["Bundle.entry.fullUrl"])
+
+        async def unit(tx: WriteTx) -> list[dict[str, Any]]:
+            return await self._run_transaction(tx, entries)
+
+        results = await self.service._retrying(unit)
+        return orjson.dumps({
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "transaction-response",
+            "entry": results,
+        })
+
+    async def _run_transaction(self, tx: WriteTx, entries: list[_Entry]) -> list[dict[str, Any]]:
+        ids: dict[str, str] = {}  # fullUrl -> "Type/id"
+        existing: dict[int, StoredResource] = {}  # conditional creates that matched
+        # 1. give every created resource its id (or its conditional match)
+        for e in entries:
+            try:
+                rtype, rid, params = _split_url(e.url)
+                if e.method == "POST":
+                    target_id = None
+                    if e.if_none_exist:
+                        match = await self.service.find_one(tx, rtype, e.if_none_exist,
+                                                            "ifNoneExist")
+                        if match is not None:
+                            existing[e.index] = match
+                            target_id = match.resource_id
+                    if target_id is None:
+                        target_id = str(uuid.uuid4())
+                    if e.full_url:
+                        ids[e.full_url] = f"{rtype}/{target_id}"
+                    e.url = f"{rtype}/{target_id}" if e.index not in existing else e.url
+                elif e.method == "PUT" and rid is None and params:
+                    match = await self.service.find_one(tx, rtype, e.url, "request.url")
+                    target_id = match.resource_id if match else str(uuid.uuid4())
+                    e.url = f"{rtype}/{target_id}"
+                    if e.full_url:
+                        ids[e.full_url] = e.url
+                elif e.method == "PUT" and rid is not None and e.full_url:
+                    ids[e.full_url] = f"{rtype}/{rid}"
+            except FhirError as exc:
+                raise _prefix(exc, e.index) from None
+        # 2. rewrite references (urn:uuid and conditional) in every resource
+        for e in entries:
+            if e.resource is not None:
+                try:
+                    e.resource = await self._rewrite(tx, e.resource, ids)
+                except FhirError as exc:
+                    raise _prefix(exc, e.index) from None
+        # 3. run the entries in the order the spec gives, answer in the request's order
+        results: dict[int, dict[str, Any]] = {}
+        for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
+            try:
+                results[e.index] = await self._run_entry(tx, e, existing.get(e.index))
+            except FhirError as exc:
+                raise _prefix(exc, e.index) from None
+        return [results[i] for i in range(len(entries))]
+
+    async def _rewrite(self, tx: WriteTx, node: Any, ids: dict[str, str]) -> Any:
+        if isinstance(node, list):
+            return [await self._rewrite(tx, item, ids) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                out[key] = await self._resolve_reference(tx, value, ids)
+            else:
+                out[key] = await self._rewrite(tx, value, ids)
+        return out
+
+    async def _resolve_reference(self, tx: WriteTx, ref: str, ids: dict[str, str]) -> str:
+        if ref in ids:
+            return ids[ref]
+        if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+            raise BadRequest(f"The reference {ref!r} names no entry of this transaction.",
+                             ["reference"])
+        if "?" in ref and "/" not in ref.split("?", 1)[0]:
+            rtype = ref.split("?", 1)[0]
+            self.service.resource_type(rtype)
+            match = await self.service.find_one(tx, rtype, ref, "reference")
+            if match is None:
+                raise PreconditionFailed(f"The conditional reference {ref!r} matches nothing.",
+                                         ["reference"])
+            return f"{rtype}/{match.resource_id}"
+        return ref
+
+    async def _run_entry(
+        self, tx: WriteTx, e: _Entry, existing: StoredResource | None
+    ) -> dict[str, Any]:
+        rtype, rid, params = _split_url(e.url)
+        service = self.service
+        if e.method == "POST":
+            service.resource_type(rtype, "create")
+            if existing is not None:
+                return response_entry("200 OK", existing, base_url=self.base_url,
+                                      include_resource=self.representation)
+            assert e.resource is not None and rid is not None
+            result = await service.create_in(tx, e.resource, resource_id=rid)
+            return self._write_entry(result)
+        if e.method == "PUT":
+            service.resource_type(rtype, "update")
+            assert e.resource is not None
+            if rid is None:
+                raise BadRequest("PUT needs Type/id or Type?criteria.", ["request.url"])
+            if e.resource.get("id") not in (None, rid):
+                raise BadRequest("The resource id differs from the request url.", ["id"])
+            result = await service.update_in(tx, e.resource, rid, if_match=e.if_match)
+            return self._write_entry(result)
+        if e.method == "PATCH":
+            service.resource_type(rtype, "patch")
+            if rid is None:
+                raise BadRequest("PATCH needs Type/id.", ["request.url"])
+            operations = _patch_operations(e.raw_resource)
+            result = await service.patch_in(tx, rtype, rid, operations, if_match=e.if_match)
+            return self._write_entry(result)
+        if e.method == "DELETE":
+            service.resource_type(rtype, "delete")
+            if rid is None:
+                raise BadRequest("Conditional delete is not supported.", ["request.url"])
+            try:
+                await service.delete_in(tx, rtype, rid, if_match=e.if_match)
+            except NotFound:
+                return response_entry("404 Not Found", base_url=self.base_url)
+            return response_entry("204 No Content", base_url=self.base_url)
+        return await self._get(tx, rtype, rid, params)
+
+    async def _get(
+        self, tx: WriteTx, rtype: str, rid: str | None, params: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        from samplan.fhir import bundle as bundles
+
+        if rid is None:
+            self.service.resource_type(rtype, "search-type")
+            query = self.service.parse_query(rtype, params)
+            page = await tx.search(query)
+            body = bundles.searchset(self.base_url, query, page)
+            return {"resource": orjson.Fragment(body), "response": {"status": "200 OK"}}
+        found = await tx.read_many([(rtype, rid)])
+        if not found:
+            raise NotFound(f"{rtype}/{rid} does not exist.")
+        return response_entry("200 OK", found[0], base_url=self.base_url, include_resource=True)
+
+    def _write_entry(self, result: WriteResult) -> dict[str, Any]:
+        status = "201 Created" if result.created else "200 OK"
+        return response_entry(status, result.stored, base_url=self.base_url,
+                              include_resource=self.representation)
+
+    # -- batch ---------------------------------------------------------------------------
+
+    async def batch(self, bundle: Any) -> bytes:
+        entries = _parse_entries(bundle, "batch")
+        results = []
+        for e in entries:
+            try:
+                results.append(await self._batch_entry(e))
+            except FhirError as exc:
+                results.append(
+                    response_entry(f"{exc.status} {_reason(exc.status)}", base_url=self.base_url,
+                                   outcome=exc.issues)
+                )
+        return orjson.dumps({
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "batch-response",
+            "entry": results,
+        })
+
+    async def _batch_entry(self, e: _Entry) -> dict[str, Any]:
+        rtype, rid, params = _split_url(e.url)
+        service = self.service
+        if e.method == "GET":
+            if rid is None:
+                query, page = await service.search(rtype, params)
+                from samplan.fhir import bundle as bundles
+
+                body = bundles.searchset(self.base_url, query, page)
+                return {"resource": orjson.Fragment(body), "response": {"status": "200 OK"}}
+            stored = await service.read(rtype, rid)
+            return response_entry("200 OK", stored, base_url=self.base_url, include_resource=True)
+        if e.method == "POST":
+            result = await service.create(rtype, e.raw_resource, if_none_exist=e.if_none_exist)
+            if result.existing:
+                return response_entry("200 OK", result.stored, base_url=self.base_url)
+            return self._write_entry(result)
+        if rid is None:
+            raise BadRequest(f"{e.method} needs Type/id.", ["request.url"])
+        if e.method == "PUT":
+            return self._write_entry(
+                await service.update(rtype, rid, e.raw_resource, if_match=e.if_match)
+            )
+        if e.method == "PATCH":
+            ops = _patch_operations(e.raw_resource)
+            return self._write_entry(await service.patch(rtype, rid, ops, if_match=e.if_match))
+        await service.delete(rtype, rid, if_match=e.if_match)
+        return response_entry("204 No Content", base_url=self.base_url)
+
+
+def _patch_operations(resource: Any) -> list[Any]:
+    """A PATCH entry carries its JSON Patch as a Binary (base64 data) or a Parameters list."""
+    import base64
+
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            ops = orjson.loads(base64.b64decode(resource.get("data", "")))
+        except (ValueError, orjson.JSONDecodeError):
+            raise BadRequest("The Binary of a PATCH entry must hold a JSON Patch.") from None
+        if isinstance(ops, list):
+            return ops
+    if isinstance(resource, list):
+        return resource
+    raise BadRequest("A PATCH entry must carry a JSON Patch as a Binary resource.")
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+__all__ = ["BundleProcessor", "Issue"]

@@ -1,0 +1,84 @@
+"""The application factory and its lifespan, which owns every long-lived resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from samplan.api import errors as api_errors
+from samplan.api.deps import Services
+from samplan.api.fhir import router as fhir_router
+from samplan.fhir import identifiers
+from samplan.fhir.capability import capability_statement
+from samplan.fhir.interactions import FhirService
+from samplan.fhir.resource import WRITE_CHECKS
+from samplan.settings import Settings, get_settings
+from samplan.store.database import create_engine
+from samplan.store.repository import Repository
+
+
+def install_write_checks() -> None:
+    """Checks every write passes (idempotent: the app may be created many times in tests)."""
+    if identifiers.normalise_identifiers not in WRITE_CHECKS:
+        WRITE_CHECKS.append(identifiers.normalise_identifiers)
+
+
+async def build_services(settings: Settings) -> Services:
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    tz = ZoneInfo(settings.timezone)
+    repo = Repository(engine, tz=tz, base_url=settings.base_url)
+    fhir = FhirService(repo, tz=tz, base_url=settings.base_url,
+                       default_count=settings.default_page_size,
+                       max_count=settings.max_page_size)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    install_write_checks()
+    capability = orjson.dumps(
+        capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
+    )
+    return Services(settings, engine, repo, fhir, http, capability)
+
+
+async def close_services(services: Services) -> None:
+    await services.http.aclose()
+    await services.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await close_services(services)
+
+    app = FastAPI(
+        title="SamPlan",
+        version="0.1.0",
+        summary="The documented agreement (dokumenterad överenskommelse) as a FHIR R4 service.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    api_errors.install(app)
+    app.include_router(fhir_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        await app.state.services.repo.ping()
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    return app

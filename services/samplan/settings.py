@@ -1,0 +1,87 @@
+"""Service settings, read once from ``SAMPLAN_*`` environment variables.
+
+One class so every knob is documented in one place (docs/configuration.md is
+generated from it) and so tests build their own instance instead of patching
+globals.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from the outside."""
+
+    model_config = SettingsConfigDict(env_prefix="SAMPLAN_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Production refuses development keys and disabled auth."
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/samplan.db",
+        description="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host:port/db",
+    )
+    database_pool_size: int = Field(20, description="PostgreSQL connections per process.")
+    host: str = Field("127.0.0.1", description="Address `samplan serve` binds to.")
+    port: int = Field(8080, description="Port `samplan serve` binds to.")
+    public_base_url: str | None = Field(
+        None,
+        description="Absolute FHIR base used in links and fullUrls (default http://HOST:PORT/fhir).",
+    )
+    max_body_bytes: int = Field(1_048_576, description="Largest accepted request body (413 above).")
+    max_json_depth: int = Field(64, description="Deepest accepted JSON nesting (400 above).")
+    default_page_size: int = Field(20, description="Search page size when _count is not given.")
+    max_page_size: int = Field(1000, description="Largest _count honoured.")
+    timezone: str = Field(
+        "Europe/Stockholm",
+        description="Zone for dates without an offset (search on a plain date, keyword notes).",
+    )
+    profiles_dir: Path | None = Field(
+        None, description="Folder of conformance resources (default: the packaged fhir_profiles/)."
+    )
+    data_dir: Path = Field(Path("var"), description="Local state: SQLite file, development key.")
+    auth_enabled: bool = Field(
+        True, description="Bearer tokens required; false only for a local demo."
+    )
+    token_issuer: str = Field("https://samplan.local/dev", description="Expected `iss` of tokens.")
+    token_audience: str = Field(
+        "https://samplan.local/fhir", description="Expected `aud` of tokens."
+    )
+    jwks_url: str | None = Field(None, description="JWKS URL of the token issuer.")
+    jwks_file: Path | None = Field(None, description="JWKS file of the token issuer.")
+    subscriptions_allow_private_endpoints: bool = Field(
+        False, description="Allow rest-hook endpoints on loopback/private addresses."
+    )
+    webhook_secret_key: SecretStr | None = Field(
+        None, description="Key that encrypts stored subscription secrets."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.auth_enabled:
+                raise ValueError("SAMPLAN_AUTH_ENABLED=false is not allowed in production")
+            if self.subscriptions_allow_private_endpoints:
+                raise ValueError("private subscription endpoints are not allowed in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

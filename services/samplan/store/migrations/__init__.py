@@ -1,0 +1,1 @@
+"""Alembic migrations (async env); `samplan migrate` runs them to head."""
