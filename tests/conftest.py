@@ -1,0 +1,111 @@
+"""Shared fixtures: real databases (SQLite and a temporary PostgreSQL), migrated once per session.
+
+Every storage-facing test takes ``client`` (or ``services``) and so runs twice,
+once per backend. Between tests the tables are emptied, which is cheaper than
+re-migrating and keeps each test independent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
+
+from samplan.api.deps import Services  # noqa: E402
+from samplan.main import create_app  # noqa: E402
+from samplan.settings import Settings  # noqa: E402
+from samplan.store import migrate  # noqa: E402
+from samplan.store.tables import metadata  # noqa: E402
+
+BASE_URL = "http://samplan.test/fhir"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and callspec.params.get("database_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    if os.environ.get("SAMPLAN_TEST_SKIP_POSTGRES"):
+        pytest.skip("SAMPLAN_TEST_SKIP_POSTGRES is set")
+    try:
+        with postgres_cluster() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'samplan.db'}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of each kind (the test runs once per backend)."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    migrate.upgrade(url)
+    return url
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "environment": "test",
+        "auth_enabled": False,
+        "public_base_url": BASE_URL,
+        "database_pool_size": 10,
+        "subscriptions_allow_private_endpoints": True,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def app_services(database_url: str) -> AsyncIterator[tuple[object, Services]]:
+    app = create_app(make_settings(database_url))
+    async with app.router.lifespan_context(app):
+        yield app, app.state.services
+
+
+async def empty_tables(services: Services) -> None:
+    async with services.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(text(f"DELETE FROM {table.name}"))
+
+
+@pytest.fixture
+async def services(app_services: tuple[object, Services]) -> Services:
+    _, svc = app_services
+    await empty_tables(svc)
+    return svc
+
+
+@pytest.fixture
+async def client(
+    app_services: tuple[object, Services], services: Services
+) -> AsyncIterator[httpx.AsyncClient]:
+    app, _ = app_services
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://samplan.test",
+        headers={"Content-Type": "application/fhir+json"},
+    ) as c:
+        yield c

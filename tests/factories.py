@@ -1,0 +1,108 @@
+"""Typed, keyword-only factories for test resources (JSON dicts as a client would send)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PNR_SYSTEM = "http://electronichealth.se/identifier/personnummer"
+HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
+CATEGORY_SYSTEM = "https://samplan.se/fhir/CodeSystem/careplan-category"
+VALID_PNRS = ("194501011235", "193803152341", "191212121212")
+
+
+def make_patient(
+    *, pnr: str = "194501011235", family: str = "Holm", given: str = "Greta",
+    birth_date: str | None = "1945-01-01", id: str | None = None,
+) -> dict[str, Any]:
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": PNR_SYSTEM, "value": pnr}],
+        "name": [{"family": family, "given": [given]}],
+    }
+    if birth_date:
+        patient["birthDate"] = birth_date
+    if id:
+        patient["id"] = id
+    return patient
+
+
+def make_careplan(
+    *,
+    patient_id: str,
+    status: str = "active",
+    start: str = "2026-11-20",
+    end: str | None = "2027-05-20",
+    care_team_id: str | None = None,
+    goal_id: str | None = None,
+    title: str = "Överenskommelse",
+    category: str = "dokumenterad-overenskommelse",
+    id: str | None = None,
+) -> dict[str, Any]:
+    period: dict[str, str] = {"start": start}
+    if end:
+        period["end"] = end
+    plan: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "status": status,
+        "intent": "plan",
+        "title": title,
+        "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": period,
+        "activity": [
+            {"detail": {"status": "in-progress", "description": "Väga mig varje morgon."}}
+        ],
+    }
+    if care_team_id:
+        plan["careTeam"] = [{"reference": f"CareTeam/{care_team_id}"}]
+    if goal_id:
+        plan["goal"] = [{"reference": f"Goal/{goal_id}"}]
+    if id:
+        plan["id"] = id
+    return plan
+
+
+def make_care_team(*, patient_id: str, practitioner_id: str | None = None,
+                   status: str = "active") -> dict[str, Any]:
+    team: dict[str, Any] = {
+        "resourceType": "CareTeam",
+        "status": status,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "participant": [{"member": {"display": "Karin Ek, distriktssköterska"}}],
+    }
+    if practitioner_id:
+        team["participant"].append({"member": {"reference": f"Practitioner/{practitioner_id}"}})
+    return team
+
+
+def make_goal(*, patient_id: str, text: str = "Gå till affären själv",
+              lifecycle_status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "Goal",
+        "lifecycleStatus": lifecycle_status,
+        "description": {"text": text},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+def make_appointment(*, patient_id: str, start: str = "2027-01-12T09:30:00+01:00",
+                     careplan_id: str | None = None, status: str = "booked") -> dict[str, Any]:
+    appt: dict[str, Any] = {
+        "resourceType": "Appointment",
+        "status": status,
+        "start": start,
+        "end": start.replace("09:30", "10:00"),
+        "participant": [{"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"}],
+    }
+    if careplan_id:
+        appt["basedOn"] = [{"reference": f"CarePlan/{careplan_id}"}]
+    return appt
+
+
+def make_practitioner(*, hsa_id: str = "SE2321000073-1001", family: str = "Berg",
+                      given: str = "Anna") -> dict[str, Any]:
+    return {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": HSA_SYSTEM, "value": hsa_id}],
+        "name": [{"family": family, "given": [given]}],
+    }
