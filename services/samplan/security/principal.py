@@ -232,6 +232,11 @@ def _relative_reference(fhir_user: str | None) -> str | None:
 
 
 def _timestamp(value: Any) -> datetime | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidClaims("claim 'exp' must be a NumericDate (seconds)")
+    try:
         return datetime.fromtimestamp(value, tz=UTC)
-    return None
+    except (ValueError, OverflowError, OSError) as error:
+        raise InvalidClaims("claim 'exp' is out of range") from error

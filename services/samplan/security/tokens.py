@@ -192,8 +192,9 @@ class _CachingKeySource:
     :meth:`refresh` (an unknown ``kid``) reloads at most once per
     ``min_refresh_interval_s``, so an attacker sending tokens with random
     ``kid`` values causes at most one fetch per interval. The first load does
-    not count against that limit: keys rotated just after start are picked up
-    at once. Failed loads are retried no more often than the same interval.
+    not count against that limit (a reload for age does): keys rotated just
+    after start are picked up at once. Failed loads are retried no more often
+    than once per interval either.
     ``max_age_s`` makes a withdrawn key disappear even when no unknown ``kid``
     ever shows up. A failed reload keeps the keys we already have.
     """
@@ -250,6 +251,7 @@ class _CachingKeySource:
                     self._since(self._loaded_at) >= self._max_age
                     and self._since(self._last_attempt) >= self._min_interval
                 ):
+                    self._last_refresh = self._now()  # as fresh as a refresh
                     await self._reload()
         assert self._keys is not None
         return self._keys
@@ -408,7 +410,7 @@ class TokenVerifier:
             raise self._fail("malformed token", f"the token cannot be decoded: {error}") from error
         header = obj.headers()
         alg = header.get("alg")
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             allowed = ", ".join(sorted(self.algorithms))
             raise self._fail(
                 "algorithm not allowed",
@@ -547,4 +549,7 @@ def _select_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # beyond year 9999 (or before year 1)
+        return f"{timestamp:.0f} s after 1970"
