@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
 
 from samplan.api.deps import Services  # noqa: E402
+from samplan.fhir.conformance import CONFORMANCE_TYPES  # noqa: E402
 from samplan.main import create_app  # noqa: E402
 from samplan.settings import Settings  # noqa: E402
 from samplan.store import migrate  # noqa: E402
@@ -84,10 +85,19 @@ async def app_services(database_url: str) -> AsyncIterator[tuple[object, Service
         yield app, app.state.services
 
 
+KEEP = ", ".join(f"'{t}'" for t in CONFORMANCE_TYPES)
+
+
 async def empty_tables(services: Services) -> None:
+    """Remove every row a test may have written; the conformance resources loaded at start stay."""
     async with services.engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
-            await conn.execute(text(f"DELETE FROM {table.name}"))
+            if "resource_type" in table.c:
+                await conn.execute(
+                    text(f"DELETE FROM {table.name} WHERE resource_type NOT IN ({KEEP})")
+                )
+            else:
+                await conn.execute(text(f"DELETE FROM {table.name}"))
 
 
 @pytest.fixture

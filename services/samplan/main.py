@@ -14,19 +14,61 @@ from starlette.responses import Response
 from samplan.api import errors as api_errors
 from samplan.api.deps import Services
 from samplan.api.fhir import router as fhir_router
+from samplan.api.operations import router as operations_router
 from samplan.fhir import identifiers
-from samplan.fhir.capability import capability_statement
+from samplan.fhir import conformance
+from samplan.fhir.capability import CONTRIBUTORS, capability_statement
 from samplan.fhir.interactions import FhirService
+from samplan.fhir.profiles import ProfileRegistry
+from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
 from samplan.settings import Settings, get_settings
 from samplan.store.database import create_engine
 from samplan.store.repository import Repository
 
 
-def install_write_checks() -> None:
-    """Checks every write passes (idempotent: the app may be created many times in tests)."""
+_PROFILES: dict[str, ProfileRegistry] = {}
+
+
+def load_profiles(settings: Settings) -> ProfileRegistry:
+    """The profile registry of ``settings.profiles_dir`` (loaded once per folder per process)."""
+    directory = settings.profiles_dir or conformance.DEFAULT_PROFILES_DIR
+    key = str(directory.resolve())
+    if key not in _PROFILES:
+        _PROFILES[key] = ProfileRegistry.load(directory)
+    return _PROFILES[key]
+
+
+def install_write_checks(profiles: ProfileRegistry) -> None:
+    """Checks every write passes (idempotent: the app may be created many times in tests).
+
+    Identifiers first (they normalise personnummer in place), then the profiles
+    the resource claims in ``meta.profile``.
+    """
     if identifiers.normalise_identifiers not in WRITE_CHECKS:
         WRITE_CHECKS.append(identifiers.normalise_identifiers)
+    if not any(getattr(c, "__self__", None) is profiles for c in WRITE_CHECKS):
+        WRITE_CHECKS[:] = [c for c in WRITE_CHECKS
+                           if not isinstance(getattr(c, "__self__", None), ProfileRegistry)]
+        WRITE_CHECKS.append(profiles.validate)
+
+
+def _advertise_profiles(profiles: ProfileRegistry) -> None:
+    def contribute(statement: dict[str, object]) -> None:
+        rest = statement["rest"]
+        assert isinstance(rest, list)
+        for entry in rest[0]["resource"]:
+            supported = profiles.supported_profiles(entry["type"])
+            if supported:
+                entry["supportedProfile"] = supported
+            if entry["type"] in REGISTRY and REGISTRY[entry["type"]].supports("create"):
+                entry.setdefault("operation", []).append({
+                    "name": "validate",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                })
+
+    CONTRIBUTORS[:] = [c for c in CONTRIBUTORS if getattr(c, "__name__", "") != "contribute"]
+    CONTRIBUTORS.append(contribute)
 
 
 async def build_services(settings: Settings) -> Services:
@@ -37,11 +79,17 @@ async def build_services(settings: Settings) -> Services:
                        default_count=settings.default_page_size,
                        max_count=settings.max_page_size)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-    install_write_checks()
+    profiles = load_profiles(settings)
+    conformance.register_conformance_types()
+    install_write_checks(profiles)
+    _advertise_profiles(profiles)
+    await conformance.sync(repo, profiles.conformance_resources())
     capability = orjson.dumps(
         capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
     )
-    return Services(settings, engine, repo, fhir, http, capability)
+    services = Services(settings, engine, repo, fhir, http, capability)
+    services.extras["profiles"] = profiles
+    return services
 
 
 async def close_services(services: Services) -> None:
@@ -70,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     api_errors.install(app)
+    app.include_router(operations_router)
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -255,8 +255,10 @@ class TestHistory:
         await client.put(f"/fhir/CarePlan/{plan['id']}", json={**plan, "status": "completed"})
         history = (await client.get("/fhir/CarePlan/_history")).json()
         assert [e["response"]["etag"] for e in history["entry"]] == ['W/"2"', 'W/"1"']
-        system = (await client.get("/fhir/_history")).json()
-        assert len(system["entry"]) == 3
+        system = (await client.get("/fhir/_history", params={"_count": 500})).json()
+        written = [e for e in system["entry"]
+                   if e["fullUrl"].split("/")[-2] in ("Patient", "CarePlan")]
+        assert len(written) == 3
 
     async def test_history_pages_with_next_links(self, client: httpx.AsyncClient) -> None:
         rid = (await create(client, make_patient())).json()["id"]

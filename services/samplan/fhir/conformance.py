@@ -1,0 +1,61 @@
+"""Our conformance resources (profiles, code systems, value sets, questionnaires) as served resources.
+
+They live as JSON files in ``fhir_profiles/`` (and Questionnaires generated
+from ``mappings/``); at start the server stores each one that is new or
+changed, so they are read and searched like any other resource, with history.
+Clients may read them, never write them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
+from samplan.fhir.resource import validate_resource
+from samplan.store.repository import Repository
+
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_PROFILES_DIR = _REPO_ROOT / "fhir_profiles"
+DEFAULT_MAPPINGS_DIR = _REPO_ROOT / "mappings"
+
+
+def _params() -> dict[str, SearchParam]:
+    return {
+        "url": SearchParam("url", "token", ("url",), "The canonical URL"),
+        "name": SearchParam("name", "string", ("name",), "Computationally friendly name"),
+        "status": SearchParam("status", "token", ("status",), "draft | active | retired"),
+        "version": SearchParam("version", "token", ("version",), "The business version"),
+    }
+
+
+def register_conformance_types() -> None:
+    for name in CONFORMANCE_TYPES:
+        register(ResourceType(name, _params(), interactions=READ_ONLY, conditional_create=False))
+
+
+def without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource's content as the files give it (what decides whether it changed)."""
+    return {k: v for k, v in resource.items() if k != "meta"}
+
+
+async def sync(repo: Repository, resources: list[dict[str, Any]]) -> int:
+    """Store every conformance resource that is new or changed; return how many were written."""
+    written = 0
+    async with repo.transaction() as tx:
+        for resource in resources:
+            checked = validate_resource(dict(resource))
+            rid = checked.get("id")
+            if not isinstance(rid, str):
+                raise ValueError(f"conformance resource without id: {checked.get('url')}")
+            current = await tx.current(checked["resourceType"], rid)
+            if current is not None and not current.deleted and current.content is not None:
+                if without_meta(orjson.loads(current.content)) == without_meta(checked):
+                    continue
+            await tx.write(checked, resource_id=rid, current=current, method="PUT")
+            written += 1
+    return written
