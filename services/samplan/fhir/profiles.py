@@ -22,8 +22,9 @@ It is not a general FHIR validator: base R4 structure is checked by
 ``fhir.resources`` before this runs, and a differential element that says
 nothing of the above is documentation only. What the differential uses that
 this module cannot enforce (a discriminator type, a value set filter, a
-FHIRPath expression fhirpathpy cannot parse) is refused when the profiles are
-loaded, so nothing is silently unchecked.
+FHIRPath function fhirpathpy lacks, a syntax error) is refused when the
+profiles are loaded, so nothing is silently unchecked. Extensions of ours are
+also checked against their definition wherever they occur, sliced or not.
 
 Each violation is an :class:`~samplan.fhir.errors.Issue` with the FHIRPath of the
 element at fault in this instance (``CareTeam.participant[1].role[0]``); choice
@@ -35,26 +36,24 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fhirpathpy import compile as compile_fhirpath
-from fhirpathpy.engine.nodes import ResourceNode
-from fhirpathpy.models import models as fhirpath_models
-
 from samplan.fhir.errors import Issue
+from samplan.fhir.fhirpath import (
+    PRIMITIVE_TYPES,
+    FhirPathError,
+    Invariant,
+    compile_invariant,
+    type_of,
+)
 from samplan.fhir.terminology import Terminology, TerminologyError, canonical_url
 
 FHIR_BASE = "http://hl7.org/fhir/StructureDefinition/"
 """Canonical prefix of the R4 base definitions (``FHIR_BASE + "Patient"``)."""
 
-_R4: dict[str, Any] = fhirpath_models["r4"]
-_PRIMITIVES = frozenset(
-    "base64Binary boolean canonical code date dateTime decimal id instant integer markdown oid "
-    "positiveInt string time unsignedInt uri url uuid".split()
-)
 _DISCRIMINATORS = frozenset({"value", "pattern"})
 _EXTENSION_ELEMENTS = frozenset({"extension", "modifierExtension"})
 _REFERENCE = re.compile(
@@ -74,7 +73,7 @@ class _Constraint:
     key: str
     severity: str
     human: str
-    evaluate: Callable[..., list[Any]]
+    invariant: Invariant
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,39 +153,21 @@ def _as_int(value: Any, what: str) -> int:
 
 def _one_prefixed(element: Mapping[str, Any], prefix: str) -> tuple[str, Json] | None:
     """The ``fixed[x]``/``pattern[x]`` of an element, as (JSON key, value)."""
-    found = [(k, v) for k, v in element.items() if k.startswith(prefix) and k[len(prefix) :][:1].isupper()]
+    found = [
+        (k, v)
+        for k, v in element.items()
+        if k.startswith(prefix) and k[len(prefix) :][:1].isupper()
+    ]
     if len(found) > 1:
         raise ProfileError(f"{element.get('id')}: more than one {prefix}[x]")
     return found[0] if found else None
-
-
-def _fhirpath_type(path: str) -> str | None:
-    """The FHIR type fhirpathpy should see an element as (``Coding`` for ``...code.coding``).
-
-    fhirpathpy resolves choice elements (``value`` of ``valueBoolean``) only on
-    typed nodes; backbone elements are typed by their own path. ``None`` for
-    primitives, which need no typing.
-    """
-    parts = path.split(".")
-    current = parts[0]
-    for part in parts[1:]:
-        candidate = f"{current}.{part.removesuffix('[x]')}"
-        candidate = _R4["pathsDefinedElsewhere"].get(candidate, candidate)
-        found = _R4["path2Type"].get(candidate)
-        if found is None or found in ("BackboneElement", "Element"):
-            current = candidate
-        else:
-            current = found
-    if current.startswith("System.") or current in _PRIMITIVES:
-        return None
-    return current
 
 
 def _choice_type(json_key: str, prefix: str) -> str:
     """``boolean`` for ``valueBoolean``, ``CodeableConcept`` for ``valueCodeableConcept``."""
     suffix = json_key[len(prefix) :]
     lowered = suffix[:1].lower() + suffix[1:]
-    return lowered if lowered in _PRIMITIVES else suffix
+    return lowered if lowered in PRIMITIVE_TYPES else suffix
 
 
 def matches_pattern(value: Json, pattern: Json) -> bool:
@@ -233,6 +214,9 @@ def _reference_type(reference: Mapping[str, Any], root: Mapping[str, Any]) -> st
         match = _REFERENCE.search(ref)
         if match and not ref.startswith("urn:"):
             return match.group("type")
+        conditional = ref.partition("?")  # CarePlan?identifier=... in a transaction
+        if conditional[1] and conditional[0].isalpha() and conditional[0][:1].isupper():
+            return conditional[0]
     declared = reference.get("type")
     if isinstance(declared, str):
         return declared.removeprefix(FHIR_BASE)
@@ -255,7 +239,9 @@ class ProfileRegistry:
         for resource in resources:
             url = resource.get("url")
             if not isinstance(url, str) or not resource.get("id") or "resourceType" not in resource:
-                raise ProfileError(f"conformance resource without resourceType, id or url: {resource.get('id')!r}")
+                raise ProfileError(
+                    f"conformance resource without resourceType, id or url: {resource.get('id')!r}"
+                )
             if url in self._resources:
                 raise ProfileError(f"two conformance resources have the url {url}")
             self._resources[url] = copy.deepcopy(dict(resource))
@@ -270,10 +256,11 @@ class ProfileRegistry:
         for profile in self._profiles.values():
             for node in profile.root.walk():
                 self._compile(profile, node)
+        self._extensions = {p.url: p for p in self._profiles.values() if p.type == "Extension"}
 
     @classmethod
     def load(cls, directory: Path) -> ProfileRegistry:
-        """Read every ``*.json`` directly in ``directory`` (subfolders, e.g. examples, are not read)."""
+        """Read every ``*.json`` directly in ``directory`` (not its subfolders: ``examples/``)."""
         resources = []
         for file in sorted(directory.glob("*.json")):
             try:
@@ -291,14 +278,16 @@ class ProfileRegistry:
     # -- what the server lists and serves -------------------------------------------------
 
     def conformance_resources(self) -> list[dict[str, Any]]:
-        """Every loaded resource as served (StructureDefinition, CodeSystem, ValueSet, ...), copies."""
+        """Every loaded resource as served (StructureDefinition, CodeSystem, ...), copied."""
         ordered = sorted(self._resources.values(), key=lambda r: (r["resourceType"], r["id"]))
         return copy.deepcopy(ordered)
 
     def supported_profiles(self, resource_type: str) -> list[str]:
-        """Profiles on ``resource_type``, for ``CapabilityStatement.rest.resource.supportedProfile``."""
+        """Profiles on ``resource_type``, for the CapabilityStatement's ``supportedProfile``."""
         return sorted(
-            p.url for p in self._profiles.values() if p.kind == "resource" and p.type == resource_type
+            p.url
+            for p in self._profiles.values()
+            if p.kind == "resource" and p.type == resource_type
         )
 
     def structure_definition(self, url: str) -> dict[str, Any] | None:
@@ -330,6 +319,7 @@ class ProfileRegistry:
         claimed = meta.get("profile", []) if isinstance(meta, dict) else []
         wanted = claimed if profiles is None else profiles
         run = _Run(self, resource)
+        applied = False
         for url in wanted:
             where = (f"{base}.meta.profile[{claimed.index(url)}]",) if url in claimed else ()
             profile = self._profiles.get(canonical_url(url))
@@ -339,18 +329,28 @@ class ProfileRegistry:
                 )
             elif profile.kind != "resource" or profile.type != resource_type:
                 run.issues.append(
-                    Issue("structure", f"Profile {url} is for {profile.type}, not {resource_type}", where)
+                    Issue(
+                        "structure",
+                        f"Profile {url} is for {profile.type}, not {resource_type}",
+                        where,
+                    )
                 )
             else:
-                for step in self._chain(profile):
-                    run.profile = step.url
-                    run.check_item(step.root, _Item(resource, base))
-        return run.issues
+                run.apply(profile, _Item(resource, base))
+                applied = True
+        if applied:
+            run.check_known_extensions(_Item(resource, base))
+        # An extension both sliced in a profile and known by its url is checked twice.
+        return list(dict.fromkeys(run.issues))
 
     # -- loading ---------------------------------------------------------------------------
 
     def _by_type(self) -> dict[str, list[dict[str, Any]]]:
-        grouped: dict[str, list[dict[str, Any]]] = {"StructureDefinition": [], "CodeSystem": [], "ValueSet": []}
+        grouped: dict[str, list[dict[str, Any]]] = {
+            "StructureDefinition": [],
+            "CodeSystem": [],
+            "ValueSet": [],
+        }
         for resource in self._resources.values():
             grouped.setdefault(resource["resourceType"], []).append(resource)
         return grouped
@@ -366,12 +366,18 @@ class ProfileRegistry:
         url = sd["url"]
         sd_type = sd.get("type")
         if sd.get("derivation") != "constraint" or not sd_type or not sd.get("baseDefinition"):
-            raise ProfileError(f"{url}: only constraint profiles with a type and baseDefinition are supported")
+            raise ProfileError(
+                f"{url}: only constraint profiles with a type and baseDefinition are supported"
+            )
         elements = (sd.get("differential") or {}).get("element") or []
         if not elements or elements[0].get("path") != sd_type:
-            raise ProfileError(f"{url}: the differential must start with the root element {sd_type}")
+            raise ProfileError(
+                f"{url}: the differential must start with the root element {sd_type}"
+            )
         root = _Node(id=sd_type, path=sd_type, name=sd_type)
         for element in elements:
+            if not isinstance(element, dict) or not (element.get("id") or element.get("path")):
+                raise ProfileError(f"{url}: a differential element without id and path")
             element_id = element.get("id") or element["path"]
             if "/" in element_id or "@" in element_id:
                 raise ProfileError(f"{url}: {element_id}: re-slicing is not supported")
@@ -387,26 +393,32 @@ class ProfileRegistry:
                 )
                 if slice_name:
                     if name not in _EXTENSION_ELEMENTS and "slicing" not in node.element:
-                        raise ProfileError(f"{url}: slice {element_id} before the slicing of {node.id}")
+                        raise ProfileError(
+                            f"{url}: slice {element_id} before the slicing of {node.id}"
+                        )
                     node = node.slices.setdefault(
                         slice_name,
                         _Node(id=f"{child_id}:{slice_name}", path=node.path, name=name),
                     )
             if element.get("path") != node.path:
-                raise ProfileError(f"{url}: {element_id} has path {element.get('path')}, expected {node.path}")
+                raise ProfileError(
+                    f"{url}: {element_id} has path {element.get('path')}, expected {node.path}"
+                )
             node.element = dict(element)
         return _Profile(url, sd_type, sd.get("kind", ""), sd["baseDefinition"], root)
 
     def _compile(self, profile: _Profile, node: _Node) -> None:
         """Turn one element definition into checks, refusing what cannot be checked."""
         element, where = node.element, f"{profile.url}: {node.id}"
-        node.fhirpath_type = _fhirpath_type(node.path)
+        node.fhirpath_type = type_of(node.path)
         try:
             node.min = _as_int(element.get("min", 0), f"{where}: min")
             maximum = element.get("max", "*")
             node.max = None if maximum == "*" else _as_int(int(maximum), f"{where}: max")
         except ValueError as exc:
-            raise ProfileError(str(exc) if isinstance(exc, ProfileError) else f"{where}: {exc}") from exc
+            raise ProfileError(
+                str(exc) if isinstance(exc, ProfileError) else f"{where}: {exc}"
+            ) from exc
         node.fixed = _one_prefixed(element, "fixed")
         node.pattern = _one_prefixed(element, "pattern")
         binding = element.get("binding")
@@ -431,13 +443,13 @@ class ProfileRegistry:
         if not key or not expression:
             raise ProfileError(f"{where}: a constraint needs a key and a FHIRPath expression")
         try:
-            evaluate = compile_fhirpath(expression, _R4)
-        except Exception as exc:  # fhirpathpy raises bare Exceptions from its ANTLR parser
-            raise ProfileError(f"{where}: constraint {key}: fhirpathpy cannot parse it: {exc}") from exc
+            invariant = compile_invariant(expression)
+        except FhirPathError as exc:
+            raise ProfileError(f"{where}: constraint {key}: {exc}") from exc
         severity = constraint.get("severity", "error")
         if severity not in ("error", "warning"):
             raise ProfileError(f"{where}: constraint {key}: severity {severity!r}")
-        return _Constraint(key, severity, constraint.get("human", key), evaluate)
+        return _Constraint(key, severity, constraint.get("human", key), invariant)
 
     def _compile_types(self, where: str, node: _Node) -> None:
         types = node.element.get("type") or []
@@ -447,7 +459,9 @@ class ProfileRegistry:
             for url in type_.get("profile", ()):
                 target = self._profiles.get(canonical_url(url))
                 if target is None or target.kind == "resource":
-                    raise ProfileError(f"{where}: type profile {url} is not a datatype or extension profile here")
+                    raise ProfileError(
+                        f"{where}: type profile {url} is not a datatype or extension profile here"
+                    )
                 node.type_profiles.append(target.url)
             targets = set()
             for url in type_.get("targetProfile", ()):
@@ -461,7 +475,7 @@ class ProfileRegistry:
             node.target_types |= targets
 
     def _slice_keys(self, profile: _Profile, sliced: _Node, slice_node: _Node) -> list[_SliceKey]:
-        """What decides membership of ``slice_node``: the slice's own values at the discriminators."""
+        """What decides membership of ``slice_node``: its own values at the discriminator paths."""
         where = f"{profile.url}: {slice_node.id}"
         slicing = sliced.element.get("slicing")
         if slicing is None:  # extension slices: by url, implicitly
@@ -477,19 +491,29 @@ class ProfileRegistry:
                 raise ProfileError(f"{where}: discriminator type {kind!r} is not supported")
             fixed_or_pattern = self._slice_value(slice_node, path)
             if fixed_or_pattern is None:
-                raise ProfileError(f"{where}: no fixed or pattern value at discriminator path {path!r}")
-            keys.append(_SliceKey(path, fixed_or_pattern[1], exact=kind == "value" and fixed_or_pattern[0] == "fixed"))
+                raise ProfileError(
+                    f"{where}: no fixed or pattern value at discriminator path {path!r}"
+                )
+            keys.append(
+                _SliceKey(
+                    path,
+                    fixed_or_pattern[1],
+                    exact=kind == "value" and fixed_or_pattern[0] == "fixed",
+                )
+            )
         return keys
 
     def _slice_value(self, slice_node: _Node, path: str) -> tuple[str, Json] | None:
         """The fixed/pattern a slice declares at ``path``, itself or through its type profile."""
         candidates = [slice_node]
-        for url in (t for type_ in slice_node.element.get("type", ()) for t in type_.get("profile", ())):
+        for url in (
+            t for type_ in slice_node.element.get("type", ()) for t in type_.get("profile", ())
+        ):
             if canonical_url(url) in self._profiles:
                 candidates.append(self._profiles[canonical_url(url)].root)
         for start in candidates:
             node: _Node | None = start
-            for part in ([] if path == "$this" else path.split(".")):
+            for part in [] if path == "$this" else path.split("."):
                 node = node.children.get(part) if node else None
             if node is not None:
                 found = _one_prefixed(node.element, "fixed")
@@ -510,9 +534,42 @@ class _Run:
         self.profile = ""
         self.issues: list[Issue] = []
 
-    def issue(self, code: str, node: _Node, text: str, where: Iterable[str], severity: str = "error") -> None:
+    def issue(
+        self, code: str, node: _Node, text: str, where: Iterable[str], severity: str = "error"
+    ) -> None:
         diagnostics = f"{node.id}: {text} (profile {self.profile})"
-        self.issues.append(Issue(code, diagnostics, tuple(where), "warning" if severity == "warning" else "error"))
+        self.issues.append(
+            Issue(code, diagnostics, tuple(where), "warning" if severity == "warning" else "error")
+        )
+
+    def apply(self, profile: _Profile, item: _Item) -> None:
+        """Every rule of ``profile`` (and of the profiles of ours it derives from) on ``item``."""
+        for step in self.registry._chain(profile):
+            self.profile = step.url
+            self.check_item(step.root, item)
+
+    def check_known_extensions(self, item: _Item) -> None:
+        """Apply our extension definitions to every extension that carries their url.
+
+        A profile slices only the extensions it names; an extension of ours used
+        anywhere else still has to hold the value its definition says.
+        """
+        value = item.value
+        if isinstance(value, list):
+            for i, sub in enumerate(value):
+                self.check_known_extensions(_Item(sub, f"{item.location}[{i}]"))
+            return
+        if not isinstance(value, dict):
+            return
+        for key, sub in value.items():
+            location = f"{item.location}.{key}"
+            if key in _EXTENSION_ELEMENTS and isinstance(sub, list):
+                for i, extension in enumerate(sub):
+                    url = extension.get("url") if isinstance(extension, dict) else None
+                    definition = self.registry._extensions.get(url) if url else None
+                    if definition is not None:
+                        self.apply(definition, _Item(extension, f"{location}[{i}]"))
+            self.check_known_extensions(_Item(sub, location))
 
     def check_item(self, node: _Node, item: _Item) -> None:
         """Every rule of ``node`` on one occurrence, then its children and slices."""
@@ -553,22 +610,36 @@ class _Run:
                 step = f"{prefix}.ofType({type_name})"
                 if node.choice_types and type_name not in node.choice_types:
                     allowed = ", ".join(sorted(node.choice_types))
-                    self.issue("structure", node, f"type {type_name} is not allowed; use {allowed}",
-                               [f"{parent.location}.{step}"])
+                    self.issue(
+                        "structure",
+                        node,
+                        f"type {type_name} is not allowed; use {allowed}",
+                        [f"{parent.location}.{step}"],
+                    )
             value = data[key]
             if isinstance(value, list):
-                items.extend(_Item(v, f"{parent.location}.{step}[{i}]") for i, v in enumerate(value))
+                items.extend(
+                    _Item(v, f"{parent.location}.{step}[{i}]") for i, v in enumerate(value)
+                )
             else:
                 items.append(_Item(value, f"{parent.location}.{step}"))
         return items
 
     def _check_cardinality(self, node: _Node, parent: _Item, items: list[_Item]) -> None:
         if len(items) < node.min:
-            self.issue("required", node, f"minimum required = {node.min}, but only found {len(items)}",
-                       [f"{parent.location}.{node.json_name}"])
+            self.issue(
+                "required",
+                node,
+                f"minimum required = {node.min}, but only found {len(items)}",
+                [f"{parent.location}.{node.json_name}"],
+            )
         if node.max is not None and len(items) > node.max:
-            self.issue("structure", node, f"maximum allowed = {node.max}, but found {len(items)}",
-                       [i.location for i in items[node.max :]])
+            self.issue(
+                "structure",
+                node,
+                f"maximum allowed = {node.max}, but found {len(items)}",
+                [i.location for i in items[node.max :]],
+            )
 
     def _check_slices(self, node: _Node, parent: _Item, items: list[_Item]) -> None:
         members: dict[str, list[_Item]] = {name: [] for name in node.slices}
@@ -577,8 +648,12 @@ class _Run:
             if name is not None:
                 members[name].append(item)
             elif node.slicing_closed:
-                self.issue("structure", node, "matches none of the slices, and the slicing is closed",
-                           [item.location])
+                self.issue(
+                    "structure",
+                    node,
+                    "matches none of the slices, and the slicing is closed",
+                    [item.location],
+                )
         for name, slice_node in node.slices.items():
             self._check_cardinality(slice_node, parent, members[name])
             for item in members[name]:
@@ -597,11 +672,19 @@ class _Run:
 
     def _check_value(self, node: _Node, item: _Item) -> None:
         if node.fixed is not None and item.value != node.fixed[1]:
-            self.issue("value", node, f"must be exactly {_short(node.fixed[1])}, found {_short(item.value)}",
-                       [item.location])
+            self.issue(
+                "value",
+                node,
+                f"must be exactly {_short(node.fixed[1])}, found {_short(item.value)}",
+                [item.location],
+            )
         if node.pattern is not None and not matches_pattern(item.value, node.pattern[1]):
-            self.issue("value", node, f"must contain {_short(node.pattern[1])}, found {_short(item.value)}",
-                       [item.location])
+            self.issue(
+                "value",
+                node,
+                f"must contain {_short(node.pattern[1])}, found {_short(item.value)}",
+                [item.location],
+            )
 
     def _check_binding(self, node: _Node, item: _Item) -> None:
         assert node.binding is not None
@@ -622,9 +705,13 @@ class _Run:
             return
         if not ok:
             severity = "error" if strength == "required" else "warning"
-            self.issue("code-invalid", node,
-                       f"{_short(value)} is not in ValueSet {value_set} ({strength} binding)",
-                       [item.location], severity)
+            self.issue(
+                "code-invalid",
+                node,
+                f"{_short(value)} is not in ValueSet {value_set} ({strength} binding)",
+                [item.location],
+                severity,
+            )
 
     def _check_target(self, node: _Node, item: _Item) -> None:
         target = _reference_type(item.value, self.root)
@@ -637,26 +724,25 @@ class _Run:
         attempts: list[list[Issue]] = []
         for url in node.type_profiles:
             sub = _Run(self.registry, self.root)
-            profile = self.registry._profiles[url]
-            for step in self.registry._chain(profile):
-                sub.profile = step.url
-                sub.check_item(step.root, item)
+            sub.apply(self.registry._profiles[url], item)
             if not any(i.severity == "error" for i in sub.issues):
                 self.issues.extend(sub.issues)
                 return
             attempts.append(sub.issues)
-        self.issues.extend(min(attempts, key=len))
+        attempts.sort(key=len)  # report the profile it came closest to
+        self.issues.extend(attempts[0])
 
     def _check_constraint(self, node: _Node, constraint: _Constraint, item: _Item) -> None:
-        value = item.value
-        if isinstance(value, dict) and "resourceType" not in value and node.fhirpath_type:
-            value = ResourceNode.create_node(value, node.fhirpath_type)
-        variables = {"resource": self.root, "rootResource": self.root}
         try:
-            result = constraint.evaluate(value, variables)
-            failed = result != [True]
+            failed = not constraint.invariant.holds(item.value, node.fhirpath_type, self.root)
             text = constraint.human
         except Exception as exc:  # a FHIRPath runtime error is a failed invariant, not a crash
             failed, text = True, f"{constraint.human} (could not be evaluated: {exc})"
         if failed:
-            self.issue("invariant", node, f"{constraint.key}: {text}", [item.location], constraint.severity)
+            self.issue(
+                "invariant",
+                node,
+                f"{constraint.key}: {text}",
+                [item.location],
+                constraint.severity,
+            )

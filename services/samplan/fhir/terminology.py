@@ -54,7 +54,9 @@ class Terminology:
             url = cs["url"]
             if cs.get("content", "complete") != "complete":
                 raise TerminologyError(f"CodeSystem {url}: only content 'complete' is supported")
-            self._codes[url] = {c["code"]: c.get("display") for c in _walk_concepts(cs.get("concept", ()))}
+            self._codes[url] = {
+                c["code"]: c.get("display") for c in _walk_concepts(cs.get("concept", ()))
+            }
         self._value_sets = {vs["url"]: vs for vs in value_sets}
         self._expansions: dict[str, dict[tuple[str, str], Concept]] = {}
         for url in self._value_sets:
@@ -117,19 +119,26 @@ class Terminology:
                 for concept in part["concept"]:
                     code = concept["code"]
                     if known is not None and code not in known:
-                        raise TerminologyError(f"ValueSet {url}: {system}|{code} is not in its CodeSystem")
+                        raise TerminologyError(
+                            f"ValueSet {url}: {system}|{code} is not in its CodeSystem"
+                        )
                     display = concept.get("display") or (known or {}).get(code)
                     result[(system, code)] = Concept(system, code, display)
             elif known is not None:
                 result = {(system, code): Concept(system, code, d) for code, d in known.items()}
             else:
                 raise TerminologyError(
-                    f"ValueSet {url} includes all of {system}, which is not loaded; list its concepts"
+                    f"ValueSet {url} includes all of {system}, which is not loaded; "
+                    "list the concepts"
                 )
         for imported in part.get("valueSet", ()):
             other = self._expand(canonical_url(imported), seen)
             # Several parts in one include are intersected (FHIR R4 ValueSet.compose.include).
-            result = dict(other) if result is None else {k: v for k, v in result.items() if k in other}
+            result = (
+                dict(other) if result is None else {k: v for k, v in result.items() if k in other}
+            )
         if result is None:
-            raise TerminologyError(f"ValueSet {url}: an include names neither a system nor a valueSet")
+            raise TerminologyError(
+                f"ValueSet {url}: an include names neither a system nor a valueSet"
+            )
         return result
