@@ -11,10 +11,13 @@ import orjson
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from samplan.api import auth as api_auth
+from samplan.agreement.notes import AgreementNotes
 from samplan.api import errors as api_errors
 from samplan.api.deps import Services
 from samplan.api.fhir import router as fhir_router
 from samplan.api.operations import router as operations_router
+from samplan.api.subscriptions import router as subscriptions_router
 from samplan.fhir import identifiers
 from samplan.fhir import conformance
 from samplan.fhir.capability import CONTRIBUTORS, capability_statement
@@ -22,9 +25,14 @@ from samplan.fhir.interactions import FhirService
 from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
+from samplan.security.authn import build_authenticator
+from samplan.security.guard import AccessControl
+from samplan.mapping.questionnaire import questionnaire
+from samplan.mapping.spec import default_mappings
 from samplan.settings import Settings, get_settings
 from samplan.store.database import create_engine
 from samplan.store.repository import Repository
+from samplan.subscriptions import service as subscriptions
 
 
 _PROFILES: dict[str, ProfileRegistry] = {}
@@ -37,6 +45,11 @@ def load_profiles(settings: Settings) -> ProfileRegistry:
     if key not in _PROFILES:
         _PROFILES[key] = ProfileRegistry.load(directory)
     return _PROFILES[key]
+
+
+def questionnaires() -> list[dict[str, object]]:
+    """Each keyword-template variant published as a Questionnaire (Cambio's FHIR shape)."""
+    return [{**questionnaire(m), "id": m.id} for m in default_mappings()]
 
 
 def install_write_checks(profiles: ProfileRegistry) -> None:
@@ -79,20 +92,33 @@ async def build_services(settings: Settings) -> Services:
                        default_count=settings.default_page_size,
                        max_count=settings.max_page_size)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    try:  # first: production must not even touch the database with unsafe keys
+        authenticator = await build_authenticator(settings, http)
+    except Exception:
+        await http.aclose()
+        await engine.dispose()
+        raise
     profiles = load_profiles(settings)
     conformance.register_conformance_types()
     install_write_checks(profiles)
     _advertise_profiles(profiles)
-    await conformance.sync(repo, profiles.conformance_resources())
+    feature = subscriptions.install(settings, repo)  # before the CapabilityStatement
+    await conformance.sync(repo, [*profiles.conformance_resources(), *questionnaires()])
     capability = orjson.dumps(
         capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
     )
     services = Services(settings, engine, repo, fhir, http, capability)
     services.extras["profiles"] = profiles
+    services.extras["notes"] = AgreementNotes(fhir)
+    await feature.start(services)  # topics stored; in-process worker if --with-worker
+    services.extras[api_auth.AUTHENTICATOR] = authenticator
+    # registers the before-commit hook that checks and logs every write
+    services.extras[api_auth.ACCESS_CONTROL] = AccessControl(repo)
     return services
 
 
 async def close_services(services: Services) -> None:
+    await subscriptions.stop(services)
     await services.http.aclose()
     await services.engine.dispose()
 
@@ -118,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     api_errors.install(app)
+    app.add_middleware(api_auth.BearerAuthMiddleware)
+    app.include_router(api_auth.router)
+    app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
     app.include_router(fhir_router)
 

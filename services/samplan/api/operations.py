@@ -13,7 +13,13 @@ from starlette.responses import Response
 from samplan.api.body import read_json
 from samplan.api.deps import ServicesDep
 from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse
-from samplan.fhir.errors import BadRequest, FhirError, Issue, operation_outcome
+from samplan.fhir.errors import (
+    BadRequest,
+    FhirError,
+    Issue,
+    UnsupportedMediaType,
+    operation_outcome,
+)
 from samplan.fhir.resource import validate_resource
 
 router = APIRouter(prefix="/fhir", tags=["FHIR operations"])
@@ -63,3 +69,74 @@ async def validate(
     if not issues:
         issues.append(Issue("informational", "No issues found.", severity="information"))
     return FhirResponse(operation_outcome(issues))
+
+
+NOTE_TYPES = ("application/json", "text/plain")
+
+
+def _import_response(services: Any, result: Any) -> Response:
+    headers = {"Location": f"{services.settings.base_url}/CarePlan/"
+                           f"{result.careplan.resource_id}/_history/{result.careplan.version_id}",
+               "ETag": result.careplan.etag}
+    return FhirResponse(result.bundle, 201 if result.created else 200, headers)
+
+
+@router.post("/CarePlan/$import-note", operation_id="import_note")
+async def import_note(
+    request: Request,
+    services: ServicesDep,
+    variant: Annotated[str | None, Query(description="Template variant (mappings/*.yaml)")] = None,
+) -> Response:
+    """Import a Cosmic keyword note (JSON or printed text) as the patient's agreement."""
+    from samplan.api.body import media_type, read_body
+    from samplan.mapping.importer import parse_note
+
+    kind = media_type(request)
+    if kind not in NOTE_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {kind or '(none)'!r} is not accepted; send application/json "
+            "(integration engine) or text/plain (the note as printed)."
+        )
+    body = await read_body(request, services.settings.max_body_bytes)
+    parsed = parse_note(body, request.headers.get("content-type", kind), variant=variant)
+    result = await services.extras["notes"].import_note(parsed)
+    return _import_response(services, result)
+
+
+@router.post("/QuestionnaireResponse/$extract", operation_id="extract")
+async def extract(request: Request, services: ServicesDep) -> Response:
+    """SDC $extract: a note as a QuestionnaireResponse of a template Questionnaire, stored."""
+    from samplan.mapping.questionnaire import extract as extract_note
+
+    s = services.settings
+    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
+                           accepted=JSON_CONTENT_TYPES)
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        found = [p.get("resource") for p in body.get("parameter") or []
+                 if p.get("name") == "questionnaire-response"]
+        if not found:
+            raise BadRequest("Parameters for $extract need 'questionnaire-response'.",
+                             ["Parameters.parameter"])
+        body = found[0]
+    if not isinstance(body, dict) or body.get("resourceType") != "QuestionnaireResponse":
+        raise BadRequest("$extract takes a QuestionnaireResponse.", ["resourceType"])
+    parsed = extract_note(body)
+    result = await services.extras["notes"].import_note(parsed)
+    return _import_response(services, result)
+
+
+@router.get("/CarePlan/{resource_id}/$export-note", operation_id="export_note")
+async def export_note(
+    resource_id: str,
+    request: Request,
+    services: ServicesDep,
+    format: Annotated[str | None, Query(alias="_format",
+                                        description="text/plain or application/json")] = None,
+) -> Response:
+    """The agreement as a keyword note again, in the template's order and words."""
+    from samplan.mapping.export import EXPORT_MEDIA_TYPES
+
+    wanted = format or request.headers.get("accept", "text/plain")
+    fmt = "json" if "json" in wanted else "text"
+    body = await services.extras["notes"].export(resource_id, fmt)
+    return Response(body, media_type=EXPORT_MEDIA_TYPES[fmt])  # type: ignore[index]

@@ -11,7 +11,7 @@ resource they match. A batch runs each entry on its own.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,13 +76,28 @@ def _split_url(url: str) -> tuple[str, str | None, list[tuple[str, str]]]:
     return path[0], (path[1] if len(path) > 1 and path[1] else None), params
 
 
+# what the interactions name in an error, and where that is in a Bundle entry
+_ENTRY_FIELDS = {
+    "If-Match": "request.ifMatch",
+    "ifNoneExist": "request.ifNoneExist",
+    "If-None-Exist": "request.ifNoneExist",
+    "request.url": "request.url",
+    "id": "resource.id",
+}
+
+
+def _entry_path(where: str, expression: str) -> str:
+    if expression in _ENTRY_FIELDS:
+        return f"{where}.{_ENTRY_FIELDS[expression]}"
+    if "." in expression:
+        return f"{where}.resource.{expression.split('.', 1)[1]}"
+    return f"{where}.{expression}"
+
+
 def _prefix(error: FhirError, index: int) -> FhirError:
     """Point an entry's error at the entry (Bundle.entry[i].resource...)."""
     where = f"Bundle.entry[{index}]"
-    expression = [
-        f"{where}.resource.{e.split('.', 1)[1]}" if "." in e else f"{where}.{e}"
-        for e in error.expression
-    ] or [where]
+    expression = [_entry_path(where, e) for e in error.expression] or [where]
     error.expression = expression
     error.diagnostics = f"{where}: {error.diagnostics}"
     return error
@@ -97,6 +112,26 @@ class BundleProcessor:
     # -- transaction ---------------------------------------------------------------------
 
     async def transaction(self, bundle: Any) -> bytes:
+        entries = self._prepare(bundle)
+
+        async def unit(tx: WriteTx) -> list[dict[str, Any]]:
+            # a retry (after a WriteConflict) starts again from the entries as posted
+            return await self._run_transaction(tx, [replace(e) for e in entries])
+
+        results = await self.service._retrying(unit)
+        return orjson.dumps({
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "transaction-response",
+            "entry": results,
+        })
+
+    async def transaction_in(self, tx: WriteTx, bundle: Any) -> list[dict[str, Any]]:
+        """Run a transaction Bundle inside a write transaction the caller already holds."""
+        return await self._run_transaction(tx, self._prepare(bundle))
+
+    def _prepare(self, bundle: Any) -> list[_Entry]:
+        """Parse and validate every entry before anything touches the database."""
         entries = _parse_entries(bundle, "transaction")
         # validate every resource before touching the database
         for e in entries:
@@ -111,17 +146,7 @@ class BundleProcessor:
         urls = [e.full_url for e in entries if e.full_url]
         if len(urls) != len(set(urls)):
             raise BadRequest("Two entries share a fullUrl.", ["Bundle.entry.fullUrl"])
-
-        async def unit(tx: WriteTx) -> list[dict[str, Any]]:
-            return await self._run_transaction(tx, entries)
-
-        results = await self.service._retrying(unit)
-        return orjson.dumps({
-            "resourceType": "Bundle",
-            "id": str(uuid.uuid4()),
-            "type": "transaction-response",
-            "entry": results,
-        })
+        return entries
 
     async def _run_transaction(self, tx: WriteTx, entries: list[_Entry]) -> list[dict[str, Any]]:
         ids: dict[str, str] = {}  # fullUrl -> "Type/id"
@@ -157,7 +182,8 @@ class BundleProcessor:
         for e in entries:
             if e.resource is not None:
                 try:
-                    e.resource = await self._rewrite(tx, e.resource, ids)
+                    e.resource = await self._rewrite(
+                        tx, e.resource, ids, str(e.resource.get("resourceType", "Resource")))
                 except FhirError as exc:
                     raise _prefix(exc, e.index) from None
         # 3. run the entries in the order the spec gives, answer in the request's order
@@ -169,17 +195,23 @@ class BundleProcessor:
                 raise _prefix(exc, e.index) from None
         return [results[i] for i in range(len(entries))]
 
-    async def _rewrite(self, tx: WriteTx, node: Any, ids: dict[str, str]) -> Any:
+    async def _rewrite(self, tx: WriteTx, node: Any, ids: dict[str, str], path: str) -> Any:
+        """``node`` with its references resolved; ``path`` is its FHIRPath, for errors."""
         if isinstance(node, list):
-            return [await self._rewrite(tx, item, ids) for item in node]
+            return [await self._rewrite(tx, item, ids, f"{path}[{i}]")
+                    for i, item in enumerate(node)]
         if not isinstance(node, dict):
             return node
         out = {}
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
-                out[key] = await self._resolve_reference(tx, value, ids)
+                try:
+                    out[key] = await self._resolve_reference(tx, value, ids)
+                except FhirError as exc:
+                    exc.expression = [f"{path}.reference"]
+                    raise
             else:
-                out[key] = await self._rewrite(tx, value, ids)
+                out[key] = await self._rewrite(tx, value, ids, f"{path}.{key}")
         return out
 
     async def _resolve_reference(self, tx: WriteTx, ref: str, ids: dict[str, str]) -> str:
