@@ -106,3 +106,44 @@ def make_practitioner(*, hsa_id: str = "SE2321000073-1001", family: str = "Berg"
         "identifier": [{"system": HSA_SYSTEM, "value": hsa_id}],
         "name": [{"family": family, "given": [given]}],
     }
+
+
+HSA_RIVTA_SYSTEM = "urn:oid:1.2.752.129.2.1.4.1"
+PNR_OID_SYSTEM = "urn:oid:1.2.752.129.2.1.3.1"
+SAMORDNING_SYSTEM = "http://electronichealth.se/identifier/samordningsnummer"
+
+
+def make_organization(*, name: str = "Vårdcentralen Ekbacken", alias: str | None = None,
+                      hsa_id: str = "SE2321000073-2001",
+                      system: str = HSA_SYSTEM) -> dict[str, Any]:
+    organization: dict[str, Any] = {
+        "resourceType": "Organization",
+        "identifier": [{"system": system, "value": hsa_id}],
+        "name": name,
+    }
+    if alias:
+        organization["alias"] = [alias]
+    return organization
+
+
+def make_bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    """A batch or transaction Bundle of the given entries (see make_entry)."""
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def make_entry(
+    method: str, url: str, resource: dict[str, Any] | None = None, *,
+    full_url: str | None = None, if_none_exist: str | None = None, if_match: str | None = None,
+) -> dict[str, Any]:
+    """One Bundle.entry with its request (and resource, fullUrl, conditions when given)."""
+    request: dict[str, Any] = {"method": method, "url": url}
+    if if_none_exist:
+        request["ifNoneExist"] = if_none_exist
+    if if_match:
+        request["ifMatch"] = if_match
+    entry: dict[str, Any] = {"request": request}
+    if full_url:
+        entry["fullUrl"] = full_url
+    if resource is not None:
+        entry["resource"] = resource
+    return entry

@@ -20,7 +20,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE_RE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,  # FHIR dates are ASCII digits; int() would accept any script's digits
 )
 
 
@@ -64,13 +65,13 @@ def parse_range(value: str, tz: ZoneInfo) -> tuple[int, int] | None:
                 year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), int(g["S"] or 0),
                 micro, tzinfo=zone,
             )
-            if fraction:
-                end = start + timedelta(microseconds=1)
+            if fraction:  # ".5" is the tenth of a second it names, ".123456" one microsecond
+                end = start + timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
             elif g["S"] is not None:
                 end = start + timedelta(seconds=1)
             else:
                 end = start + timedelta(minutes=1)
-    except ValueError:
+    except (ValueError, OverflowError):  # no such date, or past year 9999
         return None
     return to_us(start), to_us(end) - 1
 

@@ -32,6 +32,11 @@ def normalise_string(value: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
 
 
+def exact_param(name: str) -> str:
+    """The index key of a string parameter's values as written (for ``:exact``)."""
+    return f"{name}:exact"
+
+
 def values_at(resource: dict[str, Any], path: str) -> Iterator[Any]:
     """Every value at a dotted element path, lists flattened at each step."""
     nodes: list[Any] = [resource]
@@ -92,6 +97,8 @@ def _index_value(
             normalised = normalise_string(text)
             if normalised:
                 rows.strings.append((param.name, normalised[:255]))
+                # :exact compares case and accents too, so it needs the text as written
+                rows.strings.append((exact_param(param.name), text[:255]))
 
 
 def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:

@@ -139,6 +139,8 @@ def parse_search(
         values = tuple(
             _parse_value(ptype, name, mod, v, tz, base_url) for v in _split_or(raw_value)
         )
+        if name == "identifier":
+            values += _person_number_forms(values)
         if values:
             query.filters.append(Filter(name, ptype, values, mod))
     return query
@@ -147,8 +149,14 @@ def parse_search(
 def _unknown(query: SearchQuery, strict: bool, message: str, name: str) -> None:
     if strict:
         raise BadRequest(message, [name], code="not-supported")
-    query.warnings.append(Issue(code="not-supported", diagnostics=message + " It was ignored.",
-                                severity="warning"))
+    query.warnings.append(
+        Issue(
+            code="not-supported",
+            diagnostics=message + " It was ignored.",
+            expression=(name,),
+            severity="warning",
+        )
+    )
 
 
 def _modifier_ok(ptype: ParamType, mod: str, targets: tuple[str, ...]) -> bool:
@@ -223,6 +231,20 @@ def _parse_value(
     return StringValue(value, mode, raw)
 
 
+def _person_number_forms(values: tuple[Value, ...]) -> tuple[Value, ...]:
+    """A code without a system written as a personnummer/samordningsnummer (``450101-1235``)
+    also matches the stored 12 digits under that system."""
+    extra: list[Value] = []
+    for value in values:
+        if not (isinstance(value, TokenValue) and value.system == ANY and value.code):
+            continue
+        for system in (identifiers.PERSONNUMMER_SYSTEM, identifiers.SAMORDNINGSNUMMER_SYSTEM):
+            canon_system, canon_code = identifiers.canonical_token(system, value.code)
+            if canon_code != value.code:
+                extra.append(TokenValue(canon_system, canon_code))
+    return tuple(extra)
+
+
 def _result_param(
     query: SearchQuery,
     rtype: ResourceType,
@@ -261,7 +283,7 @@ def _result_param(
     elif name in ("_include", "_revinclude"):
         query.includes.append(_parse_include(rtype, name, raw))
     elif name in ("_page_after", "_page_before"):
-        query.cursor = decode_cursor(raw)
+        query.cursor = decode_cursor(raw, name)
         query.cursor_before = name == "_page_before"
     elif name in ("_format", "_pretty", "_elements", "_contained"):
         if name == "_format" and raw not in ("json", "application/json", "application/fhir+json"):
@@ -293,14 +315,13 @@ def encode_cursor(values: tuple[Any, ...]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(values))).decode().rstrip("=")
 
 
-def decode_cursor(raw: str) -> tuple[Any, ...]:
+def decode_cursor(raw: str, name: str = "_page_after") -> tuple[Any, ...]:
     try:
         padded = raw + "=" * (-len(raw) % 4)
         values = orjson.loads(base64.urlsafe_b64decode(padded))
     except (ValueError, orjson.JSONDecodeError):
         raise BadRequest("The paging cursor is not valid; start the search again.",
-                         ["_page_after"]) from None
+                         [name]) from None
     if not isinstance(values, list):
-        raise BadRequest("The paging cursor is not valid; start the search again.",
-                         ["_page_after"])
+        raise BadRequest("The paging cursor is not valid; start the search again.", [name])
     return tuple(values)

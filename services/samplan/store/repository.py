@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Select
 
 from samplan.fhir.dates import MAX_US, MIN_US, from_us, now_us
-from samplan.fhir.indexing import extract
+from samplan.fhir.indexing import exact_param, extract
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import stamp
 from samplan.fhir.search import (
@@ -396,6 +396,8 @@ def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
     r = resources.c
     if flt.name == "_id":
         ids = [v.code for v in flt.values if isinstance(v, TokenValue) and v.code]
+        if flt.modifier == "not":
+            return r.resource_id.not_in(ids)
         return r.resource_id.in_(ids)
     if flt.name == "_lastUpdated":
         return or_(*(_date_condition(r.last_updated, r.last_updated, v)
@@ -420,7 +422,8 @@ def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
                   for v in flt.values if isinstance(v, DateValue)]
         return r.resource_id.in_(_owner(idx_date, rtype, flt.name).where(or_(*dconds)))
     sconds = [_string_condition(v) for v in flt.values if isinstance(v, StringValue)]
-    return r.resource_id.in_(_owner(idx_string, rtype, flt.name).where(or_(*sconds)))
+    key = exact_param(flt.name) if flt.modifier == "exact" else flt.name
+    return r.resource_id.in_(_owner(idx_string, rtype, key).where(or_(*sconds)))
 
 
 def _token_condition(v: TokenValue) -> ColumnElement[bool]:
@@ -457,7 +460,7 @@ def _date_condition(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
 def _string_condition(v: StringValue) -> ColumnElement[bool]:
     col = idx_string.c.value
     if v.mode == "exact":
-        return col == v.value
+        return col == v.raw
     escaped = v.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     if v.mode == "contains":
         return col.like(f"%{escaped}%", escape="\\")
@@ -502,6 +505,28 @@ def _keyset(
     return or_(*clauses)
 
 
+def _cursor_fits(query: SearchQuery, sort_keys: list[SortKey], cursor: tuple[Any, ...]) -> bool:
+    """A cursor holds one value per sort key plus the id, each of the key's SQL type.
+
+    Cursors come from clients: a value of the wrong type would make the database
+    fail (PostgreSQL) or compare nonsense (SQLite).
+    """
+    if len(cursor) != len(sort_keys) + 1:
+        return False
+    params = REGISTRY[query.resource_type].params
+    for key, value in zip([*sort_keys, SortKey("_id", False)], cursor, strict=True):
+        is_int = key.name == "_lastUpdated" or (
+            key.name in params and params[key.name].type == "date")
+        if is_int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return False
+            if not -(2**63) <= value < 2**63:
+                return False
+        elif not isinstance(value, str):
+            return False
+    return True
+
+
 async def _search(conn: AsyncConnection, query: SearchQuery) -> SearchPage:
     r = resources.c
     where: list[ColumnElement[bool]] = [r.resource_type == query.resource_type,
@@ -523,11 +548,11 @@ async def _search(conn: AsyncConnection, query: SearchQuery) -> SearchPage:
     stmt = select(*_RESOURCE_COLUMNS, *(e.label(f"_sort{i}") for i, (e, _) in enumerate(exprs)))
     stmt = stmt.where(*where)
     if query.cursor is not None:
-        if len(query.cursor) != len(exprs):
+        if not _cursor_fits(query, sort_keys, query.cursor):
             from samplan.fhir.errors import BadRequest
 
             raise BadRequest("The paging cursor does not fit this search; start it again.",
-                             ["_page_after"])
+                             ["_page_before" if backwards else "_page_after"])
         stmt = stmt.where(_keyset(order_exprs, query.cursor))
     stmt = stmt.order_by(*(e.desc() if d else e.asc() for e, d in order_exprs))
     stmt = stmt.limit(query.count + 1)
