@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fhirpy import AsyncFHIRClient
-from support.server import running_server
 
 from factories import PNR_SYSTEM, make_careplan, make_patient
+from support.server import running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("services")]
 

@@ -125,9 +125,9 @@ class AgreementNotes:
                 team = teams.get(team_id)
                 if team is None:
                     continue
-                orgs = {str(o.get("reference", "")).split("/")[-1]
-                        for o in team.get("managingOrganization", [])}
-                if org_id is None or org_id in orgs:
+                managing = {str(o.get("reference", "")).split("/")[-1]
+                            for o in team.get("managingOrganization", [])}
+                if org_id is None or org_id in managing:
                     return plan, stored_teams[team_id]
             if org_id is None and not body.get("careTeam"):
                 return plan, None

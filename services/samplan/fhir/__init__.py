@@ -1,1 +1,4 @@
-"""FHIR mechanics with no SQL and no FastAPI: resource registry, validation, search parameters, bundles, errors."""
+"""FHIR mechanics with no SQL and no FastAPI.
+
+Resource registry, validation, search parameters, bundles, errors.
+"""

@@ -1,4 +1,4 @@
-"""Our conformance resources (profiles, code systems, value sets, questionnaires) as served resources.
+"""Our conformance resources (profiles, code systems, value sets, questionnaires), served.
 
 They live as JSON files in ``fhir_profiles/`` (and Questionnaires generated
 from ``mappings/``); at start the server stores each one that is new or

@@ -160,9 +160,12 @@ def _enum_issues(model: pydantic.BaseModel, path: str) -> Iterator[Issue]:
             item_path = f"{path}.{alias}" if index is None else f"{path}.{alias}[{index}]"
             if isinstance(item, pydantic.BaseModel):
                 yield from _enum_issues(item, item_path)
-            elif allowed and "+" not in allowed and isinstance(item, str) and item not in allowed:
-                # a trailing "+" marks a list fhir.resources cut short: nothing to check against
-                assert isinstance(allowed, list)
+            elif (
+                isinstance(allowed, list)
+                and "+" not in allowed  # a list fhir.resources cut short: nothing to check
+                and isinstance(item, str)
+                and item not in allowed
+            ):
                 yield Issue(
                     code="code-invalid",
                     diagnostics=f"{item!r} is not one of {', '.join(map(str, allowed))}.",
@@ -178,7 +181,9 @@ def instant(ts: datetime) -> str:
 def stamp(resource: dict[str, Any], *, resource_id: str, version_id: int, at: datetime) -> bytes:
     """The bytes we store and serve: resourceType, id and meta first, the client's JSON after."""
     meta = {
-        k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")
+        k: v
+        for k, v in (resource.get("meta") or {}).items()
+        if k not in ("versionId", "lastUpdated")
     }
     out: dict[str, Any] = {
         "resourceType": resource["resourceType"],

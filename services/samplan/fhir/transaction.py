@@ -240,7 +240,8 @@ class BundleProcessor:
             if existing is not None:
                 return response_entry("200 OK", existing, base_url=self.base_url,
                                       include_resource=self.representation)
-            assert e.resource is not None and rid is not None
+            assert e.resource is not None
+            assert rid is not None
             result = await service.create_in(tx, e.resource, resource_id=rid)
             return self._write_entry(result)
         if e.method == "PUT":

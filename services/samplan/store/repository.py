@@ -372,7 +372,9 @@ class WriteTx:
 # -- search SQL ------------------------------------------------------------------------------
 
 
-async def _read_many(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> list[StoredResource]:
+async def _read_many(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str]]
+) -> list[StoredResource]:
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
@@ -438,7 +440,9 @@ def _token_condition(v: TokenValue) -> ColumnElement[bool]:
     return and_(*conds) if conds else true()
 
 
-def _date_condition(low: Any, high: Any, v: DateValue) -> ColumnElement[bool]:
+def _date_condition(
+    low: ColumnElement[int], high: ColumnElement[int], v: DateValue
+) -> ColumnElement[bool]:
     # Ranges compared as in https://hl7.org/fhir/R4/search.html#prefix
     if v.prefix == "eq":
         return and_(low >= v.low, high <= v.high)
@@ -588,19 +592,18 @@ async def _includes(
     keys: list[tuple[str, str]] = []
     ref = idx_reference.c
     for inc in query.includes:
-        stmt: Select[Any]
+        conditions: list[ColumnElement[bool]]
         if inc.reverse:
-            stmt = select(ref.resource_type, ref.resource_id).where(
-                ref.resource_type == inc.source_type, ref.param == inc.param,
-                ref.target_type == query.resource_type, ref.target_id.in_(ids),
-            )
+            columns = (ref.resource_type, ref.resource_id)
+            conditions = [ref.resource_type == inc.source_type, ref.param == inc.param,
+                          ref.target_type == query.resource_type, ref.target_id.in_(ids)]
         else:
-            stmt = select(ref.target_type, ref.target_id).where(
-                ref.resource_type == query.resource_type, ref.param == inc.param,
-                ref.resource_id.in_(ids),
-            )
+            columns = (ref.target_type, ref.target_id)
+            conditions = [ref.resource_type == query.resource_type, ref.param == inc.param,
+                          ref.resource_id.in_(ids)]
             if inc.target_type:
-                stmt = stmt.where(ref.target_type == inc.target_type)
+                conditions.append(ref.target_type == inc.target_type)
+        stmt = select(*columns).where(*conditions)
         for row in (await conn.execute(stmt)).all():
             key = (row[0], row[1])
             if key not in seen:

@@ -56,7 +56,8 @@ def upgrade() -> None:
     op.create_table("idx_token", *_owner_columns(),
                     sa.Column("system", sa.String(255), nullable=True),
                     sa.Column("code", sa.String(255), nullable=False))
-    op.create_index("ix_idx_token_search", "idx_token", ["resource_type", "param", "code", "system"])
+    op.create_index("ix_idx_token_search", "idx_token",
+                    ["resource_type", "param", "code", "system"])
     op.create_index("ix_idx_token_owner", "idx_token", ["resource_type", "resource_id"])
 
     op.create_table("idx_reference", *_owner_columns(),
