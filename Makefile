@@ -26,10 +26,23 @@ migrate: install ## Bring the database (SAMPLAN_DATABASE_URL) to the newest sche
 demo: migrate ## Load the demo agreement (idempotent)
 	$(BIN)/samplan load-demo
 
-run: demo ## Set up, migrate, load demo data and serve on http://127.0.0.1:8080/fhir (SQLite)
-	SAMPLAN_AUTH_ENABLED=$${SAMPLAN_AUTH_ENABLED:-false} \
+run: demo ## Set up, migrate, load demo data, print curl lines with demo tokens, serve on http://127.0.0.1:8080/fhir (SQLite)
+	@base=http://$${SAMPLAN_HOST:-127.0.0.1}:$${SAMPLAN_PORT:-8080}/fhir; \
+	tok() { $(BIN)/samplan token "$$@" | tail -n1; }; \
+	echo "Ready-to-paste requests (development tokens, valid 1 h):"; \
+	echo "curl $$base/metadata"; \
+	echo "# patient Greta Holm (portal): her plan, and who looked at it"; \
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'patient/*.rs patient/AuditEvent.rs' --patient 194501011235)' '$$base/CarePlan'"; \
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'patient/*.rs patient/AuditEvent.rs' --patient 194501011235)' '$$base/AuditEvent'"; \
+	echo "# GP at the care unit in Greta's care team: read and write"; \
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/*.cruds' --user SE2321000073-1001 --care-unit SE2321000073-2001)' '$$base/CarePlan?_include=CarePlan:subject'"; \
+	echo "# staff at another unit, not in the care team: an empty Bundle"; \
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/*.rs' --user SE2321000073-1999 --care-unit SE2321000073-9001)' '$$base/CarePlan'"; \
+	echo "# the unit's log administrator: who accessed what"; \
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/AuditEvent.rs' --user SE2321000073-0001 --care-unit SE2321000073-2001)' '$$base/AuditEvent?agent=SE2321000073-1001'"
+	SAMPLAN_AUTH_ENABLED=$${SAMPLAN_AUTH_ENABLED:-true} \
 	SAMPLAN_SUBSCRIPTIONS_ALLOW_PRIVATE_ENDPOINTS=true \
-	$(BIN)/samplan serve --host $${SAMPLAN_HOST:-127.0.0.1} --port $${SAMPLAN_PORT:-8080}
+	$(BIN)/samplan serve --with-worker --host $${SAMPLAN_HOST:-127.0.0.1} --port $${SAMPLAN_PORT:-8080}
 
 test: install ## Run the whole test suite (SQLite and a temporary PostgreSQL)
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -119,3 +120,64 @@ async def client(
         headers={"Content-Type": "application/fhir+json"},
     ) as c:
         yield c
+
+
+# --------------------------------------------------------------------------------------------
+# Security (issue 6): an app with auth switched on, tokens from a per-session development key,
+# and a small world of patients, care teams and organisations to test access rules against.
+
+SECURE_ISSUER = "https://samplan.test/dev"
+SECURE_AUDIENCE = "https://samplan.test/fhir"
+
+
+@pytest.fixture(scope="session")
+def dev_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("secure-data")
+
+
+@pytest.fixture(scope="session")
+async def secure_app_services(
+    database_url: str, dev_key_dir: Path
+) -> AsyncIterator[tuple[object, Services]]:
+    """The app with ``auth_enabled=True``, trusting the session's development key."""
+    settings = make_settings(database_url, auth_enabled=True, data_dir=dev_key_dir,
+                             token_issuer=SECURE_ISSUER, token_audience=SECURE_AUDIENCE)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app, app.state.services
+
+
+@pytest.fixture
+async def secure_services(secure_app_services: tuple[object, Services]) -> Services:
+    _, svc = secure_app_services
+    await empty_tables(svc)
+    return svc
+
+
+@pytest.fixture
+async def secure_client(
+    secure_app_services: tuple[object, Services], secure_services: Services,  # noqa: ARG001
+) -> AsyncIterator[httpx.AsyncClient]:
+    app, _ = secure_app_services
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://samplan.test",
+        headers={"Content-Type": "application/fhir+json"},
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def mint(dev_key_dir: Path) -> Callable[..., str]:
+    """``mint(scopes="user/*.rs", care_unit=..., ...)``: a token the secure app trusts."""
+    from samplan.security.devkeys import load_or_create_dev_key
+
+    key = load_or_create_dev_key(dev_key_dir)
+
+    def _mint(scopes: str, **claims: Any) -> str:
+        claims.setdefault("issuer", SECURE_ISSUER)
+        claims.setdefault("audience", SECURE_AUDIENCE)
+        return key.mint(scopes=scopes, **claims)
+
+    return _mint

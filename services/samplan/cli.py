@@ -70,8 +70,9 @@ def worker() -> None:
     from samplan.settings import get_settings
     from samplan.subscriptions.worker import run_worker
 
-    logging.basicConfig(level=logging.INFO,
+    logging.basicConfig(level=getattr(logging, os.environ.get("SAMPLAN_LOG_LEVEL", "INFO")),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(run_worker(get_settings()))
 
 

@@ -61,6 +61,33 @@ class Settings(BaseSettings):
     webhook_secret_key: SecretStr | None = Field(
         None, description="Key that encrypts stored subscription secrets."
     )
+    subscriptions_retention_days: float = Field(
+        30, description="How long subscription events are kept for $events."
+    )
+    subscriptions_max_attempts: int = Field(
+        8, description="Delivery attempts of one notification before the subscription errs."
+    )
+    subscriptions_backoff_base: float = Field(
+        1.0, description="Seconds before the first retry; doubles per attempt (full jitter)."
+    )
+    subscriptions_backoff_cap: float = Field(
+        300.0, description="Longest wait in seconds between two delivery attempts."
+    )
+    subscriptions_timeout: float = Field(
+        10.0, description="Seconds a notification POST may take (channel backport-timeout wins)."
+    )
+    subscriptions_lease_margin: float = Field(
+        15.0, description="Seconds a worker's claim outlives its POST timeout (crash takeover)."
+    )
+    subscriptions_worker_poll_interval: float = Field(
+        0.5, description="Seconds between the worker's looks for due work when not woken."
+    )
+    subscriptions_worker_concurrency: int = Field(
+        32, description="Subscriptions one worker delivers to at the same time."
+    )
+    subscriptions_in_process_worker: bool = Field(
+        False, description="Run the delivery worker inside `samplan serve` (--with-worker)."
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -69,6 +96,8 @@ class Settings(BaseSettings):
                 raise ValueError("SAMPLAN_AUTH_ENABLED=false is not allowed in production")
             if self.subscriptions_allow_private_endpoints:
                 raise ValueError("private subscription endpoints are not allowed in production")
+            if self.webhook_secret_key is None:
+                raise ValueError("SAMPLAN_WEBHOOK_SECRET_KEY is required in production")
         return self
 
     @property

@@ -145,14 +145,18 @@ class AgreementNotes:
     async def _agreement_resources(
         self, tx: WriteTx | None, careplan: StoredResource
     ) -> list[StoredResource]:
-        query = self.fhir.parse_query("CarePlan", [
+        """The agreement's resources; outside a write, as the caller may see them (and logged)."""
+        params = [
             ("_id", careplan.resource_id),
             ("_include", "CarePlan:care-team"),
             ("_include", "CarePlan:goal"),
             ("_include", "CarePlan:subject"),
             ("_revinclude", "Appointment:based-on"),
-        ])
-        page = await (tx.search(query) if tx else self.fhir.repo.search(query))
+        ]
+        if tx is not None:
+            page = await tx.search(self.fhir.parse_query("CarePlan", params))
+        else:
+            _, page = await self.fhir.search("CarePlan", params)
         return [*page.matches, *page.includes]
 
     async def export(self, careplan_id: str, fmt: str) -> bytes:

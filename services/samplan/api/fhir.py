@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
+from samplan.api.auth import FhirDep
 from samplan.api.body import media_type, read_body, read_json
 from samplan.api.deps import ServicesDep
 from samplan.api.responses import (
@@ -54,13 +55,14 @@ async def capabilities(services: ServicesDep) -> Response:
 
 @router.post("", operation_id="batch_or_transaction")
 async def batch_or_transaction(
-    request: Request, services: ServicesDep, prefer: PreferHeader = None
+    request: Request, services: ServicesDep, fhir: FhirDep, prefer: PreferHeader = None
 ) -> Response:
     """Process a batch or transaction Bundle."""
     s = services.settings
     body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
                            accepted=JSON_CONTENT_TYPES)
-    processor = BundleProcessor(services.fhir,
+    await fhir.check_bundle(body)
+    processor = BundleProcessor(fhir,
                                 return_representation=prefer_return(prefer) == "representation")
     kind = body.get("type") if isinstance(body, dict) else None
     if kind == "batch":
@@ -69,23 +71,31 @@ async def batch_or_transaction(
 
 
 @router.get("/_history", operation_id="history_system")
-async def history_system(request: Request, services: ServicesDep) -> Response:
+async def history_system(request: Request, services: ServicesDep, fhir: FhirDep) -> Response:
     """All changes on the server, newest first."""
-    return await _history(request, services, None, None)
+    return await _history(request, services, fhir, None, None)
 
 
 @router.get("/{resource_type}", operation_id="search_type")
 async def search_get(
-    resource_type: str, request: Request, services: ServicesDep, prefer: PreferHeader = None
+    resource_type: str,
+    request: Request,
+    services: ServicesDep,
+    fhir: FhirDep,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Search a type with query parameters."""
     params = list(request.query_params.multi_items())
-    return await _search(services, resource_type, params, prefer)
+    return await _search(services, fhir, resource_type, params, prefer)
 
 
 @router.post("/{resource_type}/_search", operation_id="search_type_post")
 async def search_post(
-    resource_type: str, request: Request, services: ServicesDep, prefer: PreferHeader = None
+    resource_type: str,
+    request: Request,
+    services: ServicesDep,
+    fhir: FhirDep,
+    prefer: PreferHeader = None,
 ) -> Response:
     """Search a type with form-encoded parameters (and any in the query string)."""
     if media_type(request) != "application/x-www-form-urlencoded":
@@ -93,13 +103,17 @@ async def search_post(
     body = await read_body(request, services.settings.max_body_bytes)
     params = list(request.query_params.multi_items())
     params += parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return await _search(services, resource_type, params, prefer)
+    return await _search(services, fhir, resource_type, params, prefer)
 
 
 async def _search(
-    services: ServicesDep, resource_type: str, params: list[tuple[str, str]], prefer: str | None
+    services: ServicesDep,
+    fhir: FhirDep,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    prefer: str | None,
 ) -> Response:
-    query, page = await services.fhir.search(resource_type, params, strict=prefer_strict(prefer))
+    query, page = await fhir.search(resource_type, params, strict=prefer_strict(prefer))
     return FhirResponse(bundles.searchset(services.settings.base_url, query, page))
 
 
@@ -108,32 +122,36 @@ async def create(
     resource_type: str,
     request: Request,
     services: ServicesDep,
+    fhir: FhirDep,
     prefer: PreferHeader = None,
     if_none_exist: IfNoneExistHeader = None,
 ) -> Response:
     """Create a resource with a server-assigned id (conditionally with If-None-Exist)."""
-    services.fhir.resource_type(resource_type, "create")
+    fhir.resource_type(resource_type, "create")
     s = services.settings
     body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
                            accepted=JSON_CONTENT_TYPES)
-    result = await services.fhir.create(resource_type, body, if_none_exist=if_none_exist)
+    result = await fhir.create(resource_type, body, if_none_exist=if_none_exist)
     return write_response(result.stored, status=201 if result.created else 200,
                           base_url=s.base_url, prefer=prefer, location=True,
                           warnings=result.warnings)
 
 
 @router.get("/{resource_type}/_history", operation_id="history_type")
-async def history_type(resource_type: str, request: Request, services: ServicesDep) -> Response:
+async def history_type(
+    resource_type: str, request: Request, services: ServicesDep, fhir: FhirDep
+) -> Response:
     """All versions of all resources of a type, newest first."""
-    services.fhir.resource_type(resource_type, "history-type")
-    return await _history(request, services, resource_type, None)
+    fhir.resource_type(resource_type, "history-type")
+    return await _history(request, services, fhir, resource_type, None)
 
 
 @router.get("/{resource_type}/{resource_id}", operation_id="read")
-async def read(resource_type: str, resource_id: str, request: Request) -> Response:
+async def read(
+    resource_type: str, resource_id: str, services: ServicesDep, fhir: FhirDep
+) -> Response:
     """Read the current version of a resource."""
-    services = request.app.state.services
-    stored = await services.fhir.read(resource_type, resource_id)
+    stored = await fhir.read(resource_type, resource_id)
     return Response(
         stored.content,
         media_type="application/fhir+json",
@@ -147,15 +165,16 @@ async def update(
     resource_id: str,
     request: Request,
     services: ServicesDep,
+    fhir: FhirDep,
     prefer: PreferHeader = None,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Update a resource, or create it with this id (If-Match for optimistic locking)."""
-    services.fhir.resource_type(resource_type, "update")
+    fhir.resource_type(resource_type, "update")
     s = services.settings
     body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
                            accepted=JSON_CONTENT_TYPES)
-    result = await services.fhir.update(resource_type, resource_id, body, if_match=if_match)
+    result = await fhir.update(resource_type, resource_id, body, if_match=if_match)
     return write_response(result.stored, status=201 if result.created else 200,
                           base_url=s.base_url, prefer=prefer, location=True,
                           warnings=result.warnings)
@@ -167,15 +186,16 @@ async def patch(
     resource_id: str,
     request: Request,
     services: ServicesDep,
+    fhir: FhirDep,
     prefer: PreferHeader = None,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Apply a JSON Patch (application/json-patch+json) to a resource."""
-    services.fhir.resource_type(resource_type, "patch")
+    fhir.resource_type(resource_type, "patch")
     s = services.settings
     body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
                            accepted=("application/json-patch+json",))
-    result = await services.fhir.patch(resource_type, resource_id, body, if_match=if_match)
+    result = await fhir.patch(resource_type, resource_id, body, if_match=if_match)
     return write_response(result.stored, status=200, base_url=s.base_url, prefer=prefer,
                           location=False, warnings=result.warnings)
 
@@ -184,35 +204,39 @@ async def patch(
 async def delete(
     resource_type: str,
     resource_id: str,
-    services: ServicesDep,
+    fhir: FhirDep,
     if_match: IfMatchHeader = None,
 ) -> Response:
     """Delete a resource; its history is kept and a read then answers 410 Gone."""
-    stored = await services.fhir.delete(resource_type, resource_id, if_match=if_match)
+    stored = await fhir.delete(resource_type, resource_id, if_match=if_match)
     headers = {"ETag": stored.etag} if stored else {}
     return Response(status_code=204, headers=headers)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", operation_id="history_instance")
 async def history_instance(
-    resource_type: str, resource_id: str, request: Request, services: ServicesDep
+    resource_type: str, resource_id: str, request: Request, services: ServicesDep, fhir: FhirDep
 ) -> Response:
     """All versions of one resource, newest first (deletions included)."""
-    return await _history(request, services, resource_type, resource_id)
+    return await _history(request, services, fhir, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", operation_id="vread")
 async def vread(
-    resource_type: str, resource_id: str, version_id: str, services: ServicesDep
+    resource_type: str, resource_id: str, version_id: str, services: ServicesDep, fhir: FhirDep
 ) -> Response:
     """Read one version of a resource."""
-    stored = await services.fhir.vread(resource_type, resource_id, version_id)
+    stored = await fhir.vread(resource_type, resource_id, version_id)
     return FhirResponse(stored.content, 200,
                         version_headers(stored, services.settings.base_url, location=False))
 
 
 async def _history(
-    request: Request, services: ServicesDep, resource_type: str | None, resource_id: str | None
+    request: Request,
+    services: ServicesDep,
+    fhir: FhirDep,
+    resource_type: str | None,
+    resource_id: str | None,
 ) -> Response:
     params = dict(request.query_params)
     count = _int_param(params, "_count")
@@ -223,7 +247,7 @@ async def _history(
         if span is None:
             raise BadRequest("_since must be a FHIR instant.", ["_since"])
         since_us = span[0]
-    page = await services.fhir.history(resource_type, resource_id, count=count,
+    page = await fhir.history(resource_type, resource_id, count=count,
                                        since_us=since_us, before_seq=before)
     path = "/".join(p for p in (resource_type, resource_id) if p)
     own = f"{services.settings.base_url}/{path + '/' if path else ''}_history"

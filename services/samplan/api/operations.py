@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from samplan.agreement.notes import AgreementNotes
+from samplan.api.auth import FhirDep
 from samplan.api.body import read_json
 from samplan.api.deps import ServicesDep
 from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse
@@ -85,6 +87,7 @@ def _import_response(services: Any, result: Any) -> Response:
 async def import_note(
     request: Request,
     services: ServicesDep,
+    fhir: FhirDep,
     variant: Annotated[str | None, Query(description="Template variant (mappings/*.yaml)")] = None,
 ) -> Response:
     """Import a Cosmic keyword note (JSON or printed text) as the patient's agreement."""
@@ -99,12 +102,12 @@ async def import_note(
         )
     body = await read_body(request, services.settings.max_body_bytes)
     parsed = parse_note(body, request.headers.get("content-type", kind), variant=variant)
-    result = await services.extras["notes"].import_note(parsed)
+    result = await AgreementNotes(fhir).import_note(parsed)
     return _import_response(services, result)
 
 
 @router.post("/QuestionnaireResponse/$extract", operation_id="extract")
-async def extract(request: Request, services: ServicesDep) -> Response:
+async def extract(request: Request, services: ServicesDep, fhir: FhirDep) -> Response:
     """SDC $extract: a note as a QuestionnaireResponse of a template Questionnaire, stored."""
     from samplan.mapping.questionnaire import extract as extract_note
 
@@ -121,7 +124,7 @@ async def extract(request: Request, services: ServicesDep) -> Response:
     if not isinstance(body, dict) or body.get("resourceType") != "QuestionnaireResponse":
         raise BadRequest("$extract takes a QuestionnaireResponse.", ["resourceType"])
     parsed = extract_note(body)
-    result = await services.extras["notes"].import_note(parsed)
+    result = await AgreementNotes(fhir).import_note(parsed)
     return _import_response(services, result)
 
 
@@ -129,7 +132,7 @@ async def extract(request: Request, services: ServicesDep) -> Response:
 async def export_note(
     resource_id: str,
     request: Request,
-    services: ServicesDep,
+    fhir: FhirDep,
     format: Annotated[str | None, Query(alias="_format",
                                         description="text/plain or application/json")] = None,
 ) -> Response:
@@ -138,5 +141,5 @@ async def export_note(
 
     wanted = format or request.headers.get("accept", "text/plain")
     fmt = "json" if "json" in wanted else "text"
-    body = await services.extras["notes"].export(resource_id, fmt)
+    body = await AgreementNotes(fhir).export(resource_id, fmt)
     return Response(body, media_type=EXPORT_MEDIA_TYPES[fmt])  # type: ignore[index]

@@ -249,7 +249,55 @@ _RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ),
 )
 
-REGISTRY: dict[str, ResourceType] = {rt.name: rt for rt in _RESOURCE_TYPES}
+# The access log (issue 6): served from the audit_events table, read and search only,
+# never created, updated or deleted through the API (405).
+AUDIT_EVENT = ResourceType(
+    "AuditEvent",
+    {
+        p.name: p
+        for p in (
+            _p("patient", "reference", "entity.what", desc="Whose data was accessed",
+               targets=("Patient",)),
+            _p("agent", "reference", "agent.who",
+               desc="Who accessed: an HSA-id, a token subject or a fhirUser reference",
+               targets=("Practitioner", "PractitionerRole", "Organization", "Patient",
+                        "RelatedPerson", "Device")),
+            _p("date", "date", "recorded", desc="When the access happened"),
+            _p("action", "token", "action", desc="C | R | U | D | E"),
+            _p("subtype", "token", "subtype", desc="The FHIR interaction (read, search-type...)"),
+            _p("outcome", "token", "outcome", desc="0 success | 4 denied or failed"),
+        )
+    },
+    interactions=("read", "search-type"),
+    conditional_create=False,
+)
+
+# Consent (issue 6): the patient's block (spärr, provision.type = deny) on a care provider,
+# and the proxy grant a patient gives a relative (provision.type = permit, actor RelatedPerson).
+CONSENT = ResourceType(
+    "Consent",
+    {
+        p.name: p
+        for p in (
+            _p("patient", "reference", "patient", desc="Who the consent applies to",
+               targets=("Patient",)),
+            _p("status", "token", "status", desc="draft | proposed | active | rejected | ..."),
+            _p("actor", "reference", "provision.actor.reference",
+               desc="Resource for the actor (or group, by role)",
+               targets=("Organization", "Practitioner", "PractitionerRole", "RelatedPerson",
+                        "CareTeam", "Patient")),
+            _p("category", "token", "category", desc="Classification of the consent statement"),
+            _p("scope", "token", "scope", desc="Which of the four areas this resource covers"),
+            _p("date", "date", "dateTime", desc="When this Consent was created or indexed"),
+            _IDENTIFIER,
+        )
+    },
+    includes=("patient", "actor"),
+)
+
+REGISTRY: dict[str, ResourceType] = {
+    rt.name: rt for rt in (*_RESOURCE_TYPES, AUDIT_EVENT, CONSENT)
+}
 
 # Parameters every type understands; handled by the search engine itself.
 COMMON_PARAMS: dict[str, ParamType] = {"_id": "token", "_lastUpdated": "date"}

@@ -1,0 +1,687 @@
+"""The FHIR interactions as one principal may use them: scopes, reach, and the access log.
+
+:class:`AccessControl` is built once per application. It computes a
+principal's :class:`~samplan.security.policy.Reach` (SQL in
+``store/access.py``) and owns the repository's before-commit hook, which for
+every resource version written in a transaction checks the write against the
+policy and appends its AuditEvent *in the same transaction* (so transaction
+Bundles are checked entry by entry, and a write is never committed unlogged).
+
+:class:`GuardedFhirService` is a :class:`FhirService` for one request. Routes
+and the Bundle processor use it exactly like the plain service:
+
+* reads outside reach answer 404 (existence does not leak), missing scopes 403;
+* searches get one more filter, on the type's ``patient`` parameter (``_id``
+  for Patient), restricting them to the patients in reach; included resources
+  and, for patients, ``NOPATIENT`` content are removed afterwards;
+* every read, search and history is logged in its own transaction that is
+  committed before the method returns, i.e. before the response is sent.
+
+No HTTP here: the API layer builds the principal and passes the client address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+
+from samplan.fhir.dates import MAX_US, MIN_US
+from samplan.fhir.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed
+from samplan.fhir.identifiers import (
+    HSA_SYSTEM,
+    PERSONNUMMER_SYSTEM,
+    SAMORDNINGSNUMMER_SYSTEM,
+)
+from samplan.fhir.interactions import FhirService, WriteResult
+from samplan.fhir.resource import ID_PATTERN
+from samplan.fhir.search import (
+    ANY,
+    DateValue,
+    Filter,
+    ReferenceValue,
+    SearchQuery,
+    TokenValue,
+)
+from samplan.security import policy
+from samplan.security.audit import (
+    MINOR_FAILURE,
+    Agent,
+    AuditInteraction,
+    AuditRecord,
+)
+from samplan.security.policy import AUDIT_TYPE, Operation, Reach, ScopeGrant
+from samplan.security.principal import Principal
+from samplan.store import audit as audit_store
+from samplan.store.access import AccessQueries
+from samplan.store.repository import (
+    HistoryPage,
+    Repository,
+    SearchPage,
+    StoredResource,
+    WriteTx,
+)
+
+T = TypeVar("T")
+
+_METHOD_OPERATION: dict[str, Operation] = {
+    "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who is writing, for the before-commit hook (set around each write transaction).
+
+    ``refused`` collects the entry of a change the hook refused: the transaction
+    rolls back, so the entry is written after it, by :meth:`GuardedFhirService._retrying`.
+    """
+
+    principal: Principal
+    reach: Reach
+    client_ip: str | None
+    refused: list[AuditRecord] = field(default_factory=list)
+
+
+_CURRENT: ContextVar[RequestContext | None] = ContextVar("samplan_access_context", default=None)
+
+
+class AccessControl:
+    """Reach computation and the write hook; one per application."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.queries = AccessQueries(repo.engine)
+        if self.before_commit not in repo.before_commit:
+            repo.before_commit.append(self.before_commit)
+
+    # ---------------------------------------------------------------- reach
+
+    async def reach_of(self, principal: Principal) -> Reach:
+        """The patients ``principal`` reaches now (see the policy module's table)."""
+        q = self.queries
+        if principal.kind == "anonymous-dev":
+            return Reach(everything=True)
+        if principal.kind == "patient":
+            own = await self.resolve_patient(principal.patient)
+            return Reach(patients=frozenset([own]) if own else frozenset())
+        today = datetime.now(self.repo.tz).date()
+        if principal.kind == "relative":
+            return Reach(patients=await self._relative_patients(principal, today),
+                         read_only=True)
+        hsa_ids = [principal.organisation_hsa_id]
+        if principal.kind == "staff":
+            hsa_ids += [principal.care_provider_hsa_id, principal.care_unit_hsa_id]
+        organisations = await q.with_identifier(
+            "Organization", HSA_SYSTEM, [h for h in hsa_ids if h]
+        )
+        roles = await q.referring("PractitionerRole", "organization", "Organization",
+                                  organisations)
+        practitioners: frozenset[str] = frozenset()
+        if principal.kind == "staff" and principal.employee_hsa_id:
+            practitioners = await q.with_identifier(
+                "Practitioner", HSA_SYSTEM, [principal.employee_hsa_id]
+            )
+        patients = await q.patients_of_care_teams(
+            organisations=organisations, roles=roles, practitioners=practitioners
+        )
+        actors = [("Organization", organisations), ("PractitionerRole", roles),
+                  ("Practitioner", practitioners)]
+        blocks = await q.consents_naming(actors)
+        if blocks:  # the patient's spärr overrides the care team
+            patients -= policy.blocked_patients(
+                blocks, [(kind, i) for kind, ids in actors for i in ids], today
+            )
+        return Reach(patients=patients, organisations=organisations, roles=roles,
+                     practitioners=practitioners)
+
+    async def _relative_patients(self, principal: Principal, today: date) -> frozenset[str]:
+        """The patient a relative acts for: as guardian of a young child, or by a proxy grant."""
+        q = self.queries
+        rp_id = principal.fhir_user_id
+        related = await q.current_body("RelatedPerson", rp_id) if rp_id else None
+        if related is None or rp_id is None:
+            return frozenset()
+        candidates = policy.patient_ids("RelatedPerson", related) or frozenset()
+        if principal.patient is not None:
+            in_context = await self.resolve_patient(principal.patient)
+            candidates = candidates & {in_context} if in_context else frozenset()
+        grants = await q.consents_naming([("RelatedPerson", [rp_id])])
+        reached = set()
+        for patient_id in candidates:
+            own_grants = [g for g in grants
+                          if patient_id in (policy.patient_ids("Consent", g) or ())]
+            child = await q.current_body("Patient", patient_id)
+            if policy.relative_may_act(related, child, own_grants, today):
+                reached.add(patient_id)
+        return frozenset(reached)
+
+    async def resolve_patient(self, claim: str | None) -> str | None:
+        """The Patient id for a ``patient`` claim: an id, or a personnummer/samordningsnummer."""
+        if not claim:
+            return None
+        if ID_PATTERN.match(claim) and await self.queries.exists("Patient", claim):
+            return claim
+        for system in (PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM):
+            found = await self.queries.with_identifier("Patient", system, [claim])
+            if len(found) == 1:
+                return next(iter(found))
+            if len(found) > 1:
+                return None  # ambiguous: reach nobody rather than the wrong person
+        return claim if ID_PATTERN.match(claim) else None
+
+    # ------------------------------------------------------------ the log
+
+    async def log(self, records: Iterable[AuditRecord]) -> None:
+        """Append entries in their own transaction, committed when this returns."""
+        batch = list(records)
+        if not batch:
+            return
+        async with self.repo.transaction() as tx:
+            await audit_store.append(tx.conn, batch)
+
+    async def before_commit(self, tx: WriteTx) -> None:
+        """Check every change of the transaction against the policy, and log it (same tx)."""
+        ctx = _CURRENT.get()
+        records: list[AuditRecord] = []
+        reach = ctx.reach if ctx is not None else None
+        if ctx is not None and reach is not None:
+            reach = policy.grown_by(ctx.principal, reach, [
+                (c.resource.resource_type, c.resource.resource_id, c.body)
+                for c in tx.changes if c.body is not None
+            ])
+        for change in tx.changes:
+            stored = change.resource
+            rtype = stored.resource_type
+            previous = change.previous
+            before = (
+                _loads(previous.content)
+                if previous is not None and not previous.deleted and previous.content
+                else None
+            )
+            after = change.body
+            operation: Operation = _METHOD_OPERATION.get(stored.method, "update")
+            if before is None and after is not None:
+                operation = "create"
+            about = after if after is not None else before
+            ids = policy.patient_ids(rtype, about) if about is not None else None
+            if ctx is not None:
+                try:
+                    policy.check_scope(ctx.principal, rtype, operation)
+                    policy.check_write(ctx.principal, reach or ctx.reach, rtype, before, after)
+                except FhirError as error:
+                    ctx.refused.append(AuditRecord(
+                        interaction=operation, agent=Agent.of(ctx.principal),
+                        outcome=MINOR_FAILURE,
+                        outcome_text=f"{error.status}: {error.diagnostics}",
+                        patient_id=min(ids) if ids else None, entity_type=rtype,
+                        entity_id=stored.resource_id, client_ip=ctx.client_ip,
+                    ))
+                    raise
+            for patient in sorted(ids) if ids else [None]:
+                records.append(AuditRecord(
+                    interaction=operation,
+                    agent=Agent.of(ctx.principal if ctx else None),
+                    patient_id=patient,
+                    entity_type=rtype,
+                    entity_id=stored.resource_id,
+                    entity_version=stored.version_id,
+                    client_ip=ctx.client_ip if ctx else None,
+                ))
+        await audit_store.append(tx.conn, records)
+
+
+class GuardedFhirService(FhirService):
+    """The FHIR service as seen by one principal (one instance per request)."""
+
+    def __init__(
+        self,
+        base: FhirService,
+        control: AccessControl,
+        principal: Principal,
+        *,
+        client_ip: str | None = None,
+    ) -> None:
+        super().__init__(base.repo, tz=base.tz, base_url=base.base_url,
+                         default_count=base.default_count, max_count=base.max_count)
+        self.control = control
+        self.principal = principal
+        self.client_ip = client_ip
+        self._reach: Reach | None = None
+        self._logged: set[int] = set()  # errors whose refusal is already in the log
+
+    # ------------------------------------------------------------ helpers
+
+    async def reach(self, grant: ScopeGrant | None = None) -> Reach:
+        if self._reach is None:
+            self._reach = await self.control.reach_of(self.principal)
+        reach = self._reach
+        if grant is not None and grant.patient_context_only and not reach.everything:
+            own = await self.control.resolve_patient(self.principal.patient)
+            reach = replace(reach, patients=reach.patients & ({own} if own else set()))
+        return reach
+
+    def _record(self, interaction: AuditInteraction, **fields: Any) -> AuditRecord:
+        return AuditRecord(interaction=interaction, agent=Agent.of(self.principal),
+                           client_ip=self.client_ip, **fields)
+
+    async def _scope(
+        self, resource_type: str, operation: Operation, resource_id: str | None = None
+    ) -> ScopeGrant:
+        try:
+            return policy.check_scope(self.principal, resource_type, operation)
+        except Forbidden as error:
+            await self._log_denied(operation, resource_type, resource_id, error)
+            raise
+
+    async def _log_denied(
+        self, operation: Operation, resource_type: str, resource_id: str | None,
+        error: FhirError, patient_id: str | None = None,
+    ) -> None:
+        await self.control.log([self._record(
+            operation, outcome=MINOR_FAILURE, outcome_text=f"{error.status}: {error.diagnostics}",
+            entity_type=resource_type, entity_id=resource_id, patient_id=patient_id,
+        )])
+
+    async def _live_body(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The body that decides visibility: the current one, or the last before a delete."""
+        if not stored.deleted and stored.content:
+            return _loads(stored.content)
+        version = stored.version_id - 1
+        while version >= 1:
+            older = await self.repo.vread(stored.resource_type, stored.resource_id, version)
+            if older is not None and not older.deleted and older.content:
+                return _loads(older.content)
+            version -= 1
+        return None
+
+    def _visible(self, reach: Reach, resource_type: str, body: dict[str, Any] | None) -> bool:
+        if reach.everything:
+            return True
+        return body is not None and policy.visible(self.principal, reach, resource_type, body)
+
+    # --------------------------------------------------------------- reads
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        self.resource_type(resource_type, "read")
+        if resource_type == AUDIT_TYPE:
+            return await self._read_audit(resource_id)
+        grant = await self._scope(resource_type, "read", resource_id)
+        reach = await self.reach(grant)
+        stored = await self.repo.read(resource_type, resource_id)
+        missing = NotFound(f"{resource_type}/{resource_id} does not exist.")
+        if stored is None:
+            raise missing
+        body = await self._live_body(stored)
+        patients = _patients(resource_type, body)
+        if not self._visible(reach, resource_type, body):
+            await self._log_denied("read", resource_type, resource_id, missing, patients[0])
+            raise missing
+        if stored.deleted:
+            raise Gone(
+                f"{resource_type}/{resource_id} was deleted (version {stored.version_id}).",
+                headers={"ETag": stored.etag},
+            )
+        await self.control.log(
+            self._record("read", patient_id=p, entity_type=resource_type,
+                         entity_id=resource_id, entity_version=stored.version_id)
+            for p in patients
+        )
+        return stored
+
+    async def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
+        self.resource_type(resource_type, "vread")
+        grant = await self._scope(resource_type, "vread", resource_id)
+        reach = await self.reach(grant)
+        current = await self.repo.read(resource_type, resource_id)
+        missing = NotFound(f"Version {version} of {resource_type}/{resource_id} does not exist.")
+        if current is None:
+            raise missing
+        live = await self._live_body(current)
+        if not self._visible(reach, resource_type, live):
+            await self._log_denied("vread", resource_type, resource_id, missing,
+                                   _patients(resource_type, live)[0])
+            raise missing
+        stored = await super().vread(resource_type, resource_id, version)
+        older = _loads(stored.content) if stored.content else None
+        if not self._visible(reach, resource_type, older):  # e.g. an older NOPATIENT version
+            raise missing
+        await self.control.log(
+            self._record("vread", patient_id=p, entity_type=resource_type,
+                         entity_id=resource_id, entity_version=stored.version_id)
+            for p in _patients(resource_type, older)
+        )
+        return stored
+
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
+    ) -> tuple[SearchQuery, SearchPage]:
+        self.resource_type(resource_type, "search-type")
+        if resource_type == AUDIT_TYPE:
+            return await self._search_audit(params, strict=strict)
+        grant = await self._scope(resource_type, "search")
+        reach = await self.reach(grant)
+        query = self.parse_query(resource_type, params, strict=strict)
+        if not reach.everything and policy.has_patient_compartment(resource_type):
+            query.filters.append(_reach_filter(resource_type, reach))
+        page = await self.repo.search(query)
+        kept = [m for m in page.matches if self._visible(reach, resource_type, _body(m))]
+        if page.total is not None:
+            page.total -= len(page.matches) - len(kept)
+        page.matches = kept
+        page.includes = [i for i in page.includes if self._may_include(reach, i)]
+        await self.control.log(self._search_records(query, page))
+        return query, page
+
+    def _may_include(self, reach: Reach, stored: StoredResource) -> bool:
+        rtype = stored.resource_type
+        if not (policy.scope_grant(self.principal, rtype, "read").granted
+                or policy.scope_grant(self.principal, rtype, "search").granted):
+            return False
+        return self._visible(reach, rtype, _body(stored))
+
+    def _search_records(self, query: SearchQuery, page: SearchPage) -> list[AuditRecord]:
+        by_patient: dict[str | None, list[tuple[str, str]]] = {}
+        for stored in [*page.matches, *page.includes]:
+            for p in _patients(stored.resource_type, _body(stored)):
+                by_patient.setdefault(p, []).append((stored.resource_type, stored.resource_id))
+        text = f"{query.resource_type}?{urlencode(query.link_params)}"
+        if not by_patient:
+            by_patient[None] = []
+        return [
+            self._record("search", patient_id=p, entity_type=query.resource_type,
+                         entities=tuple(found), query=text)
+            for p, found in by_patient.items()
+        ]
+
+    async def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int | None,
+        since_us: int | None,
+        before_seq: int | None,
+    ) -> HistoryPage:
+        if resource_type is not None:
+            self.resource_type(resource_type, "history-instance" if resource_id
+                               else "history-type")
+            grant: ScopeGrant | None = await self._scope(resource_type, "history", resource_id)
+        else:
+            grant = None
+        reach = await self.reach(grant)
+        instance_visible = False
+        if resource_type is not None and resource_id is not None:
+            current = await self.repo.read(resource_type, resource_id)
+            missing = NotFound(f"{resource_type}/{resource_id} does not exist.")
+            if current is None:
+                raise missing
+            live = await self._live_body(current)
+            if not self._visible(reach, resource_type, live):
+                await self._log_denied("history", resource_type, resource_id, missing,
+                                       _patients(resource_type, live)[0])
+                raise missing
+            instance_visible = True
+        page = await super().history(resource_type, resource_id, count=count,
+                                     since_us=since_us, before_seq=before_seq)
+        if not reach.everything or resource_type is None:
+            page.entries = [
+                e for e in page.entries
+                if policy.scope_grant(self.principal, e.resource_type, "history").granted
+                and (self._visible(reach, e.resource_type, _body(e)) if e.content
+                     else instance_visible or reach.everything)
+            ]
+        by_patient: dict[str | None, list[tuple[str, str]]] = {}
+        for e in page.entries:
+            for p in _patients(e.resource_type, _body(e)):
+                by_patient.setdefault(p, []).append((e.resource_type, e.resource_id))
+        if not by_patient:
+            by_patient[None] = []
+        await self.control.log(
+            self._record("history", patient_id=p, entity_type=resource_type,
+                         entity_id=resource_id, entities=tuple(found))
+            for p, found in by_patient.items()
+        )
+        return page
+
+    # -------------------------------------------------------------- writes
+
+    async def _retrying(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
+        context = RequestContext(self.principal, await self.reach(), self.client_ip)
+        token = _CURRENT.set(context)
+        try:
+            return await super()._retrying(unit)
+        except FhirError as error:
+            if context.refused:  # the hook refused a change; its tx (and entry) rolled back
+                await self.control.log(context.refused[-1:])
+                self._logged.add(id(error))
+            raise
+        finally:
+            _CURRENT.reset(token)
+
+    async def _guarded_write(
+        self,
+        operation: Operation,
+        resource_type: str,
+        resource_id: str | None,
+        write: Callable[[], Awaitable[T]],
+    ) -> T:
+        await self._scope(resource_type, operation, resource_id)
+        try:
+            return await write()
+        except (Forbidden, NotFound) as error:
+            if id(error) not in self._logged:
+                await self._log_denied(operation, resource_type, resource_id, error)
+            raise
+
+    async def create(
+        self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "create")
+        result = await self._guarded_write(
+            "create", resource_type, None,
+            lambda: super(GuardedFhirService, self).create(
+                resource_type, body, if_none_exist=if_none_exist),
+        )
+        if result.existing:
+            reach = await self.reach()
+            if not self._visible(reach, resource_type, _body(result.stored)):
+                raise PreconditionFailed(
+                    "If-None-Exist matches a resource you may not see.", ["If-None-Exist"]
+                )
+        return result
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "update")
+        return await self._guarded_write(
+            "update", resource_type, resource_id,
+            lambda: super(GuardedFhirService, self).update(
+                resource_type, resource_id, body, if_match=if_match),
+        )
+
+    async def patch(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+    ) -> WriteResult:
+        self.resource_type(resource_type, "patch")
+        return await self._guarded_write(
+            "patch", resource_type, resource_id,
+            lambda: super(GuardedFhirService, self).patch(
+                resource_type, resource_id, body, if_match=if_match),
+        )
+
+    async def delete(
+        self, resource_type: str, resource_id: str, *, if_match: str | None = None
+    ) -> StoredResource | None:
+        self.resource_type(resource_type, "delete")
+
+        async def run() -> StoredResource | None:
+            reach = await self.reach()
+            if not reach.everything:
+                # deleting twice answers 204 for the owner; others must not learn it existed
+                current = await self.repo.read(resource_type, resource_id)
+                if current is not None and not self._visible(
+                    reach, resource_type, await self._live_body(current)
+                ):
+                    raise NotFound(f"{resource_type}/{resource_id} does not exist.")
+            return await super(GuardedFhirService, self).delete(
+                resource_type, resource_id, if_match=if_match)
+
+        return await self._guarded_write("delete", resource_type, resource_id, run)
+
+    # ------------------------------------------------------------- bundles
+
+    async def check_bundle(self, bundle: Any) -> None:
+        """Scope-check every entry of a transaction before anything runs.
+
+        Writes are checked again (with reach) by the before-commit hook. Reads
+        inside a transaction bypass this service, so they are allowed only to
+        principals that reach everything. A batch needs nothing here: each of
+        its entries goes through the guarded methods and fails on its own.
+        """
+        if not isinstance(bundle, dict) or not isinstance(bundle.get("entry"), list):
+            return
+        if bundle.get("type") != "transaction":
+            return  # a batch answers each entry apart: the guarded methods check them
+        reach = await self.reach()
+        for i, entry in enumerate(bundle["entry"]):
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+                continue  # the Bundle processor reports malformed entries
+            method = str(request.get("method", "")).upper()
+            path = urlsplit(request["url"].lstrip("/")).path.strip("/").split("/")
+            rtype = path[0]
+            if method == "GET":
+                operation: Operation = "read" if len(path) > 1 and path[1] else "search"
+                if len(path) > 2:
+                    operation = "history"
+            elif method in _METHOD_OPERATION:
+                operation = _METHOD_OPERATION[method]
+            else:
+                continue
+            where = f"Bundle.entry[{i}]"
+            try:
+                await self._scope(rtype, operation)
+            except Forbidden as error:
+                error.diagnostics = f"{where}: {error.diagnostics}"
+                error.expression = [where]
+                raise
+            if method == "GET" and not reach.everything:
+                raise Forbidden(f"{where}: reads inside a transaction are not filtered by "
+                                "access rights; send them in a batch instead.", [where])
+
+    # ----------------------------------------------------------- the log
+
+    async def _audit_grant(self, operation: Operation, resource_id: str | None) -> ScopeGrant:
+        return await self._scope(AUDIT_TYPE, operation, resource_id)
+
+    async def _read_audit(self, event_id: str) -> StoredResource:
+        grant = await self._audit_grant("read", event_id)
+        missing = NotFound(f"AuditEvent/{event_id} does not exist.")
+        row = await audit_store.read(self.repo.engine, event_id)
+        if row is None:
+            raise missing
+        if not grant.audit_everything:
+            reach = await self.reach()
+            patient = await audit_store.patient_of(self.repo.engine, event_id)
+            if patient is None or not reach.reaches([patient]):
+                raise missing
+        return StoredResource(AUDIT_TYPE, row.event_id, 1, row.recorded_us, False, row.content)
+
+    async def _search_audit(
+        self, params: list[tuple[str, str]], *, strict: bool
+    ) -> tuple[SearchQuery, SearchPage]:
+        grant = await self._audit_grant("search", None)
+        query = self.parse_query(AUDIT_TYPE, params, strict=strict)
+        criteria = _audit_criteria(query)
+        if not grant.audit_everything:
+            own = (await self.reach()).patients
+            asked = set(criteria.patients) if criteria.patients is not None else set(own)
+            criteria = replace(criteria, patients=tuple(sorted(asked & own)))
+        rows, total = await audit_store.search(self.repo.engine, criteria)
+        matches = [StoredResource(AUDIT_TYPE, r.event_id, 1, r.recorded_us, False, r.content)
+                   for r in rows]
+        return query, SearchPage(matches, [], total, None, None)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _loads(content: bytes) -> dict[str, Any] | None:
+    body = orjson.loads(content)
+    return body if isinstance(body, dict) else None
+
+
+def _body(stored: StoredResource) -> dict[str, Any] | None:
+    return _loads(stored.content) if stored.content else None
+
+
+def _patients(resource_type: str, body: dict[str, Any] | None) -> list[str | None]:
+    """The patients to log an access under (``[None]``: not about a patient)."""
+    ids = policy.patient_ids(resource_type, body) if body is not None else None
+    found: list[str | None] = [*sorted(ids)] if ids else [None]
+    return found
+
+
+def _reach_filter(resource_type: str, reach: Reach) -> Filter:
+    ids = sorted(reach.patients) or [policy.NO_PATIENT]
+    if resource_type == "Patient":
+        return Filter("_id", "token", tuple(TokenValue(ANY, i) for i in ids))
+    return Filter("patient", "reference", tuple(ReferenceValue("Patient", i) for i in ids))
+
+
+def _audit_criteria(query: SearchQuery) -> audit_store.AuditSearch:
+    patients: set[str] | None = None
+    agents: set[str] | None = None
+    recorded: list[tuple[tuple[int, int], ...]] = []
+    tokens: dict[str, set[str]] = {}
+    for flt in query.filters:
+        if flt.name in ("patient", "agent"):
+            values = set()
+            for v in flt.values:
+                if isinstance(v, ReferenceValue):
+                    values.add(v.target_id)
+                    if v.target_type:
+                        values.add(f"{v.target_type}/{v.target_id}")
+            if flt.name == "patient":
+                patients = values if patients is None else patients & values
+            else:
+                agents = values if agents is None else agents & values
+        elif flt.type == "date":
+            recorded.append(tuple(_span(v) for v in flt.values if isinstance(v, DateValue)))
+        elif flt.type == "token":
+            codes = {v.code for v in flt.values if isinstance(v, TokenValue) and v.code}
+            tokens[flt.name] = tokens[flt.name] & codes if flt.name in tokens else codes
+    return audit_store.AuditSearch(
+        patients=tuple(sorted(patients)) if patients is not None else None,
+        agents=tuple(sorted(agents)) if agents is not None else None,
+        recorded=tuple(g for g in recorded if g),
+        actions=_maybe(tokens.get("action")),
+        subtypes=_maybe(tokens.get("subtype")),
+        outcomes=_maybe(tokens.get("outcome")),
+        ids=_maybe(tokens.get("_id")),
+        count=query.count,
+    )
+
+
+def _maybe(values: set[str] | None) -> tuple[str, ...] | None:
+    return tuple(sorted(values)) if values is not None else None
+
+
+def _span(v: DateValue) -> tuple[int, int]:
+    """The instants a ``recorded`` value may take to match (search.html#prefix, for a point)."""
+    if v.prefix in ("gt", "sa"):
+        return v.high + 1, MAX_US
+    if v.prefix == "ge":
+        return v.low, MAX_US
+    if v.prefix in ("lt", "eb"):
+        return MIN_US, v.low - 1
+    if v.prefix == "le":
+        return MIN_US, v.high
+    return v.low, v.high  # eq (ne is read as eq: rarely useful on a log)

@@ -1,0 +1,124 @@
+"""The SQL of the access log: append entries, search them, read one.
+
+There is no update and no delete here on purpose: the API can only add to
+the log (through the FHIR interactions it records) and read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import ColumnElement, and_, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from samplan.security.audit import AuditRecord
+from samplan.store.tables import audit_events
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    event_id: str
+    recorded_us: int
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSearch:
+    """What the log can be searched by; each field narrows (AND), list values OR."""
+
+    patients: tuple[str, ...] | None = None
+    agents: tuple[str, ...] | None = None
+    # groups of (low, high) pairs in microseconds: in every group, ``recorded``
+    # falls in one of the pairs (``date=ge2026-01-01&date=lt2026-02-01``)
+    recorded: tuple[tuple[tuple[int, int], ...], ...] = ()
+    actions: tuple[str, ...] | None = None
+    subtypes: tuple[str, ...] | None = None
+    outcomes: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = None
+    count: int = 20
+
+
+async def append(conn: AsyncConnection, records: Sequence[AuditRecord]) -> None:
+    """Insert entries on an open transaction (the write's own, or one of its own)."""
+    if not records:
+        return
+    await conn.execute(insert(audit_events), [_row(r) for r in records])
+
+
+async def search(engine: AsyncEngine, criteria: AuditSearch) -> tuple[list[AuditRow], int]:
+    """Matching entries, newest first, at most ``count``; and how many match in all."""
+    from sqlalchemy import func
+
+    a = audit_events.c
+    where: list[ColumnElement[bool]] = []
+    if criteria.ids is not None:
+        where.append(a.event_id.in_(list(criteria.ids)))
+    if criteria.patients is not None:
+        where.append(a.patient_id.in_(list(criteria.patients)))
+    if criteria.agents is not None:
+        values = list(criteria.agents)
+        where.append(or_(
+            a.agent_subject.in_(values), a.agent_user_hsa_id.in_(values),
+            a.agent_unit_hsa_id.in_(values), a.agent_provider_hsa_id.in_(values),
+            a.agent_org_hsa_id.in_(values), a.agent_fhir_user.in_(values),
+        ))
+    for group in criteria.recorded:
+        where.append(or_(*(and_(a.recorded >= lo, a.recorded <= hi) for lo, hi in group)))
+    if criteria.actions is not None:
+        where.append(a.action.in_(list(criteria.actions)))
+    if criteria.subtypes is not None:
+        where.append(a.interaction.in_(list(criteria.subtypes)))
+    if criteria.outcomes is not None:
+        where.append(a.outcome.in_(list(criteria.outcomes)))
+    stmt = (
+        select(a.event_id, a.recorded, a.content)
+        .where(*where)
+        .order_by(a.seq.desc())
+        .limit(criteria.count)
+    )
+    count_stmt = select(func.count()).select_from(audit_events).where(*where)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+        total = int((await conn.execute(count_stmt)).scalar_one())
+    return [AuditRow(r.event_id, r.recorded, r.content) for r in rows], total
+
+
+async def read(engine: AsyncEngine, event_id: str) -> AuditRow | None:
+    a = audit_events.c
+    stmt = select(a.event_id, a.recorded, a.content, a.patient_id).where(a.event_id == event_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(stmt)).first()
+    return AuditRow(row.event_id, row.recorded, row.content) if row else None
+
+
+async def patient_of(engine: AsyncEngine, event_id: str) -> str | None:
+    a = audit_events.c
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(a.patient_id).where(a.event_id == event_id))).first()
+    return row.patient_id if row else None
+
+
+def _row(record: AuditRecord) -> dict[str, object]:
+    agent = record.agent
+    return {
+        "event_id": record.event_id,
+        "recorded": record.recorded_us,
+        "action": record.action,
+        "interaction": record.interaction,
+        "outcome": record.outcome,
+        "agent_kind": agent.kind,
+        "agent_subject": agent.subject[:255],
+        "agent_user_hsa_id": agent.user_hsa_id,
+        "agent_unit_hsa_id": agent.unit_hsa_id,
+        "agent_provider_hsa_id": agent.provider_hsa_id,
+        "agent_org_hsa_id": agent.org_hsa_id,
+        "agent_fhir_user": agent.fhir_user,
+        "client_id": agent.client_id,
+        "patient_id": record.patient_id,
+        "entity_type": record.entity_type,
+        "entity_id": record.entity_id,
+        "client_ip": record.client_ip,
+        "content": orjson.dumps(record.to_fhir()),
+    }
