@@ -17,6 +17,7 @@ from samplan.api import errors as api_errors
 from samplan.api.deps import Services
 from samplan.api.fhir import router as fhir_router
 from samplan.api.operations import router as operations_router
+from samplan.api.patient import router as patient_router
 from samplan.api.subscriptions import router as subscriptions_router
 from samplan.fhir import identifiers
 from samplan.fhir import conformance
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_auth.router)
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
+    app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

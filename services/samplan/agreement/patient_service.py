@@ -1,0 +1,338 @@
+"""The patient's view and contributions, in terms of the FHIR service (no SQL, no HTTP).
+
+Reads go through the ``reader`` the caller passes: the plain
+:class:`~samplan.fhir.interactions.FhirService`, or the per-request guarded one
+of the security layer, so a patient, a relative or a staff member sees only
+what their reach allows (and every read is in the access log). What is read:
+
+1. the Patient (404 when it does not exist, or is out of reach);
+2. the patient's active CarePlans, with ``_include`` of their CareTeams, Goals
+   and authors and ``_revinclude`` of the Appointments based on them;
+3. the people and places the CareTeams name (Practitioner, PractitionerRole,
+   Organization), and the PractitionerRoles of those Practitioners (phone,
+   opening hours);
+4. the patient's active Goals, upcoming Appointments and latest messages.
+
+Contributions (:mod:`samplan.agreement.coauthoring`) are written with the plain
+service, in one transaction each, after the actor has been let through by the
+:data:`~samplan.agreement.coauthoring.ContributionCheck` and after the patient
+was read through ``reader`` (which is where a relative's grant is checked).
+Every write passes the usual checks (R4, profiles) and before-commit hooks
+(access log, subscriptions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from samplan.agreement import coauthoring
+from samplan.agreement.coauthoring import Actor, Contribution, ContributionCheck
+from samplan.agreement.codes import AGREEMENT_CATEGORY
+from samplan.agreement.patient_document import build_document
+from samplan.agreement.patient_view import (
+    PatientRecord,
+    PatientView,
+    build_view,
+    is_agreement,
+)
+from samplan.fhir.errors import NotFound, Unprocessable
+from samplan.fhir.interactions import FhirService
+from samplan.fhir.resource import validate_resource
+from samplan.store.repository import StoredResource, WriteTx
+
+__all__ = ["PatientAgreements"]
+
+Resource = dict[str, Any]
+_MAX = "1000"
+
+
+def _body(stored: StoredResource) -> Resource:
+    data: Resource = orjson.loads(stored.content or b"{}")
+    return data
+
+
+def _ids(references: Iterable[Any], resource_type: str) -> list[str]:
+    found: list[str] = []
+    for reference in references:
+        if isinstance(reference, dict):
+            value = str(reference.get("reference", ""))
+            kind, _, rid = value.partition("/")
+            if kind == resource_type and rid and "/" not in rid and rid not in found:
+                found.append(rid)
+    return found
+
+
+class PatientAgreements:
+    """The patient's agreement: gathered for reading, and the patient's own additions."""
+
+    def __init__(self, fhir: FhirService, check: ContributionCheck | None = None) -> None:
+        self.fhir = fhir
+        self.check: ContributionCheck = check or coauthoring.default_check
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def record(self, reader: FhirService, patient_id: str, *, now: datetime) -> PatientRecord:
+        """Everything the view draws on, as the reader may see it (``NOPATIENT`` still in)."""
+        patient = _body(await reader.read("Patient", patient_id))
+        _, page = await reader.search("CarePlan", [
+            ("patient", patient_id),
+            ("status", "active"),
+            ("_include", "CarePlan:care-team"),
+            ("_include", "CarePlan:goal"),
+            ("_include", "CarePlan:author"),
+            ("_revinclude", "Appointment:based-on"),
+            ("_sort", "_lastUpdated"),
+            ("_count", _MAX),
+        ])
+        careplans = [_body(m) for m in page.matches]
+        included = [_body(i) for i in page.includes]
+        careteams = [r for r in included if r.get("resourceType") == "CareTeam"]
+        goals = {r["id"]: r for r in included if r.get("resourceType") == "Goal"}
+        appointments = {r["id"]: r for r in included if r.get("resourceType") == "Appointment"}
+        directory = {f"{r['resourceType']}/{r['id']}": r for r in included
+                     if r.get("resourceType") in ("Practitioner", "PractitionerRole",
+                                                  "Organization", "RelatedPerson")}
+
+        await self._directory(reader, careteams, careplans, directory)
+
+        _, goal_page = await reader.search("Goal", [
+            ("patient", patient_id),
+            ("lifecycle-status", "proposed,planned,accepted,active,on-hold"),
+            ("_count", _MAX),
+        ])
+        goals |= {m.resource_id: _body(m) for m in goal_page.matches}
+        since = (now - timedelta(hours=12)).date().isoformat()
+        _, visit_page = await reader.search("Appointment", [
+            ("patient", patient_id),
+            ("date", f"ge{since}"),
+            ("_sort", "date"),
+            ("_count", "100"),
+        ])
+        appointments |= {m.resource_id: _body(m) for m in visit_page.matches}
+        _, message_page = await reader.search("Communication", [
+            ("patient", patient_id), ("_sort", "-sent"), ("_count", "20"),
+        ])
+        messages = [_body(m) for m in message_page.matches]
+        return PatientRecord(
+            patient=patient,
+            careplans=tuple(careplans),
+            careteams=tuple(careteams),
+            goals=tuple(goals.values()),
+            appointments=tuple(appointments.values()),
+            directory=tuple(directory.values()),
+            messages=tuple(messages),
+        )
+
+    async def _directory(
+        self,
+        reader: FhirService,
+        careteams: list[Resource],
+        careplans: list[Resource],
+        found: dict[str, Resource],
+    ) -> None:
+        """The Practitioners, PractitionerRoles and Organizations the care teams name."""
+        refs: list[Any] = []
+        for team in careteams:
+            for participant in team.get("participant") or ():
+                refs += [participant.get("member"), participant.get("onBehalfOf")]
+            refs += team.get("managingOrganization") or []
+        refs += [plan.get("author") for plan in careplans]
+
+        async def fetch(resource_type: str, ids: list[str]) -> list[Resource]:
+            missing = [i for i in ids if f"{resource_type}/{i}" not in found]
+            if not missing:
+                return []
+            params = [("_id", ",".join(missing)), ("_count", _MAX)]
+            if resource_type == "PractitionerRole":
+                params += [("_include", "PractitionerRole:practitioner"),
+                           ("_include", "PractitionerRole:organization")]
+            _, page = await reader.search(resource_type, params)
+            fetched = [_body(r) for r in (*page.matches, *page.includes)]
+            for resource in fetched:
+                found[f"{resource['resourceType']}/{resource['id']}"] = resource
+            return fetched
+
+        await fetch("PractitionerRole", _ids(refs, "PractitionerRole"))
+        await fetch("Practitioner", _ids(refs, "Practitioner"))
+        practitioners = [key.partition("/")[2] for key in found if key.startswith("Practitioner/")]
+        if practitioners:
+            _, page = await reader.search("PractitionerRole", [
+                ("practitioner", ",".join(f"Practitioner/{p}" for p in practitioners)),
+                ("_include", "PractitionerRole:organization"),
+                ("_count", _MAX),
+            ])
+            for resource in (_body(r) for r in (*page.matches, *page.includes)):
+                found.setdefault(f"{resource['resourceType']}/{resource['id']}", resource)
+        organisations = _ids(refs, "Organization") + _ids(
+            (r.get("organization") for r in list(found.values())
+             if r.get("resourceType") == "PractitionerRole"), "Organization")
+        await fetch("Organization", list(dict.fromkeys(organisations)))
+
+    async def view(
+        self, reader: FhirService, patient_id: str, *, now: datetime
+    ) -> tuple[PatientRecord, PatientView]:
+        """The record without ``NOPATIENT`` content, and the patient's view of it."""
+        record = (await self.record(reader, patient_id, now=now)).for_patient()
+        return record, build_view(record, now=now)
+
+    async def document(
+        self, reader: FhirService, patient_id: str, *, now: datetime
+    ) -> tuple[Resource, PatientView]:
+        """The FHIR document Bundle of the patient's agreement, and the view it was made from."""
+        record, view = await self.view(reader, patient_id, now=now)
+        bundle = build_document(record, view, base_url=self.fhir.base_url, now=now)
+        return bundle, view
+
+    # -- contributing ------------------------------------------------------------------------
+
+    async def _agreement(
+        self, tx: WriteTx, patient_id: str, careplan_id: str | None
+    ) -> StoredResource | None:
+        """The agreement to add to: the one named, else the patient's latest active one."""
+        if careplan_id is not None:
+            stored = await tx.current("CarePlan", careplan_id)
+            if stored is None or stored.deleted:
+                raise NotFound(f"CarePlan/{careplan_id} does not exist.")
+            body = _body(stored)
+            if (body.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
+                raise NotFound(f"CarePlan/{careplan_id} is not an agreement of this patient.")
+            if not is_agreement(body):
+                raise Unprocessable(f"CarePlan/{careplan_id} is not a documented agreement.",
+                                    ("careplan",))
+            return stored
+        query = self.fhir.parse_query("CarePlan", [
+            ("patient", patient_id),
+            ("status", "active"),
+            ("category", f"{AGREEMENT_CATEGORY['system']}|{AGREEMENT_CATEGORY['code']}"),
+            ("_sort", "-_lastUpdated"),
+            ("_count", "1"),
+        ])
+        page = await tx.search(query)
+        return page.matches[0] if page.matches else None
+
+    async def _save_plan(
+        self, tx: WriteTx, plan: Resource, stored: StoredResource
+    ) -> StoredResource:
+        checked = validate_resource(plan, "CarePlan")
+        result = await self.fhir.update_in(tx, checked, stored.resource_id,
+                                           if_match=stored.etag)
+        return result.stored
+
+    async def _allow(self, reader: FhirService, actor: Actor, contribution: Contribution) -> None:
+        """The patient must be in the reader's reach (a relative's grant is checked there),
+        and the contribution check must let the actor through."""
+        await reader.read("Patient", contribution.patient_id)
+        await self.check(actor, contribution)
+
+    async def add_goal(
+        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        careplan_id: str | None = None,
+    ) -> StoredResource:
+        """The patient's own goal, linked from their agreement when they have one."""
+        words = coauthoring.clean_text(text)
+        await self._allow(reader, actor, Contribution("add-goal", patient_id, words))
+        goal = validate_resource(coauthoring.new_goal(patient_id, words, actor, now), "Goal")
+
+        async def unit(tx: WriteTx) -> StoredResource:
+            stored = await self._agreement(tx, patient_id, careplan_id)
+            created = (await self.fhir.create_in(tx, goal)).stored
+            if stored is not None:
+                plan = coauthoring.link_goal(_body(stored), f"Goal/{created.resource_id}")
+                await self._save_plan(tx, plan, stored)
+            return created
+
+        return await self.fhir._retrying(unit)
+
+    async def add_activity(
+        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        kind: str = "patient-responsibility", careplan_id: str | None = None,
+    ) -> StoredResource:
+        """The patient's own activity, added to their agreement (the new CarePlan version)."""
+        words = coauthoring.clean_text(text)
+        await self._allow(reader, actor, Contribution("add-activity", patient_id, words))
+        activity = coauthoring.new_activity(patient_id, words, actor, now, kind)
+
+        async def unit(tx: WriteTx) -> StoredResource:
+            stored = await self._agreement(tx, patient_id, careplan_id)
+            if stored is None:
+                raise Unprocessable(
+                    "You have no documented agreement yet to add an activity to; "
+                    "add a goal or send a message to your care team instead.",
+                    ("careplan",),
+                )
+            plan = coauthoring.add_activity(_body(stored), activity)
+            return await self._save_plan(tx, plan, stored)
+
+        return await self.fhir._retrying(unit)
+
+    async def add_message(
+        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        topic: str | None = None,
+    ) -> StoredResource:
+        """A note or question to the patient's care teams."""
+        words = coauthoring.clean_text(text)
+        subject = coauthoring.clean_text(topic, "topic") if topic else None
+        await self._allow(reader, actor, Contribution("add-message", patient_id, words))
+
+        async def unit(tx: WriteTx) -> StoredResource:
+            query = self.fhir.parse_query("CarePlan", [
+                ("patient", patient_id), ("status", "active"),
+                ("category", f"{AGREEMENT_CATEGORY['system']}|{AGREEMENT_CATEGORY['code']}"),
+                ("_count", "100"),
+            ])
+            plans = [_body(m) for m in (await tx.search(query)).matches]
+            teams = [f"CareTeam/{t}" for plan in plans for t in _ids(plan.get("careTeam") or (),
+                                                                      "CareTeam")]
+            message = coauthoring.new_message(
+                patient_id, words, actor, now,
+                careplans=[f"CarePlan/{p['id']}" for p in plans],
+                careteams=list(dict.fromkeys(teams)), topic=subject,
+            )
+            checked = validate_resource(message, "Communication")
+            return (await self.fhir.create_in(tx, checked)).stored
+
+        return await self.fhir._retrying(unit)
+
+    async def withdraw(
+        self, reader: FhirService, actor: Actor, patient_id: str, target: str
+    ) -> StoredResource:
+        """Take back the patient's own goal (``Goal/7``) or activity (``CarePlan/3#pa-1``)."""
+        await self._allow(reader, actor, Contribution("withdraw", patient_id, target=target))
+        kind, _, rest = target.partition("/")
+        if kind == "CarePlan" and "#" in rest:
+            careplan_id, _, activity_id = rest.partition("#")
+
+            async def unit(tx: WriteTx) -> StoredResource:
+                stored = await self._agreement(tx, patient_id, careplan_id)
+                assert stored is not None
+                plan = coauthoring.withdraw_activity(_body(stored), activity_id)
+                return await self._save_plan(tx, plan, stored)
+
+            return await self.fhir._retrying(unit)
+        if kind == "Goal" and rest:
+
+            async def goal_unit(tx: WriteTx) -> StoredResource:
+                stored = await tx.current("Goal", rest)
+                if stored is None or stored.deleted:
+                    raise NotFound(f"Goal/{rest} does not exist.")
+                body = _body(stored)
+                if (body.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
+                    raise NotFound(f"Goal/{rest} does not exist.")
+                goal = validate_resource(coauthoring.withdraw_goal(body, patient_id), "Goal")
+                result = await self.fhir.update_in(tx, goal, rest, if_match=stored.etag)
+                query = self.fhir.parse_query("CarePlan", [("goal", f"Goal/{rest}"),
+                                                           ("_count", "100")])
+                for plan_stored in (await tx.search(query)).matches:
+                    plan = coauthoring.unlink_goal(_body(plan_stored), f"Goal/{rest}")
+                    await self._save_plan(tx, plan, plan_stored)
+                return result.stored
+
+            return await self.fhir._retrying(goal_unit)
+        raise Unprocessable(
+            f"Cannot withdraw {target!r}: name your own goal (Goal/id) or activity "
+            "(CarePlan/id#activity-id).", ("item",)
+        )
