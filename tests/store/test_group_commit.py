@@ -60,7 +60,7 @@ class TestGroupCommit:
         assert count == 0
 
     async def test_nothing_to_append_returns_at_once(self, services: Services) -> None:
-        async def append(conn: AsyncConnection, rows: Sequence[str]) -> None:
+        async def append(_conn: AsyncConnection, _rows: Sequence[str]) -> None:
             pytest.fail("no transaction for no rows")
 
         await GroupCommitter(services.repo, append).submit([])
