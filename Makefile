@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export SAMPLAN_DATABASE_URL ?= sqlite+aiosqlite:///var/samplan.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate demo test test-fast lint typecheck bench all clean
+.PHONY: help install run migrate demo test test-fast lint typecheck bench bench-quick all clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ test: install ## Run the whole test suite (SQLite and a temporary PostgreSQL)
 
 test-fast: install ## Tests on SQLite only, no server processes
 	SAMPLAN_TEST_SKIP_POSTGRES=1 $(BIN)/pytest -q -m "not e2e"
+
+bench: install ## Benchmark against a same-run ceiling (SQLite and PostgreSQL); prints the table
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install ## A quick benchmark run (1,000 patients, 3 s per scenario)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check services tests

@@ -1,0 +1,209 @@
+"""`python -m bench` (`make bench`): load a dataset, run every scenario, print the table.
+
+For each backend: a fresh database (a SQLite file in the work directory; a
+throw-away PostgreSQL cluster, or --postgres-url), the dataset loaded through
+the service's write path (bench/load.py), then a real `samplan serve` and the
+ceiling app (bench/ceiling.py) side by side on loopback, and each scenario
+run against them in turn: a warm-up, then the measured run. See
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import client, load, report, servers
+from bench.scenarios import CEILING, MODES, SCENARIOS, Sample, Scenario, server_features
+
+DEFAULT_PATIENTS = 10_000
+QUICK_PATIENTS = 1_000
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [s.name for s in SCENARIOS]
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"try it out: {QUICK_PATIENTS:,} patients, 3 s per scenario, 1 s warm-up, "
+                        "no BASELINE.md")
+    p.add_argument("--patients", type=int,
+                   help=f"agreements to load (default {DEFAULT_PATIENTS:,})")
+    p.add_argument("--duration", type=float, help="seconds per measured scenario (default 10)")
+    p.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 2)")
+    p.add_argument("--connections", type=int, default=32, help="concurrent connections (32)")
+    p.add_argument("--backends", default="sqlite,postgres", help="sqlite,postgres")
+    p.add_argument("--scenarios", default=",".join(names), help=",".join(names))
+    p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
+                   help="load generator: wrk when installed (auto), else a Python asyncio client")
+    p.add_argument("--postgres-url", help="use this (empty or already loaded) database instead "
+                                          "of a throw-away cluster")
+    p.add_argument("--workdir", type=Path, help="keep the SQLite database and logs here "
+                                                "(reused when it holds the dataset)")
+    p.add_argument("--sample", type=int, default=10_000, help="ids drawn from the dataset (10,000)")
+    p.add_argument("--seed", type=int, default=7, help="dataset seed")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling app (no ratios)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="write bench/BASELINE.md (default: yes, except with --quick)")
+    args = p.parse_args(argv)
+    args.patients = args.patients or (QUICK_PATIENTS if args.quick else DEFAULT_PATIENTS)
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in args.backends:
+        if b not in ("sqlite", "postgres"):
+            p.error(f"unknown backend {b!r}")
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for s in wanted:
+        if s not in names:
+            p.error(f"unknown scenario {s!r} (known: {', '.join(names)})")
+    args.scenarios = [s for s in SCENARIOS if s.name in wanted]
+    if args.baseline is None:
+        args.baseline = not args.quick
+    if args.client == "auto":
+        args.client = "wrk" if client.wrk_path() else "python"
+    elif args.client == "wrk" and not client.wrk_path():
+        p.error("wrk is not installed (apt-get install wrk), use --client python")
+    return args
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
+
+
+def measure(origin: str, scenario: Scenario, sample: Sample, args: argparse.Namespace,
+            *, backend: str, mode: str, target: str, headers: dict[str, str]) -> report.Row:
+    workload = scenario.workload(sample)
+    workload.headers = {**workload.headers, **headers}
+    if args.warmup > 0:
+        warm = scenario.workload(sample)  # a post workload gets new identifiers
+        warm.headers = workload.headers
+        client.run(origin, warm, seconds=args.warmup, connections=args.connections,
+                   client=args.client)
+    m = client.run(origin, workload, seconds=args.duration, connections=args.connections,
+                   client=args.client)
+    row = report.Row(
+        backend=backend, mode=mode, target=target, scenario=scenario.name, title=scenario.title,
+        compare=scenario.compare, client=m.client, seconds=round(m.seconds, 3), ok=m.ok(),
+        rps=m.ok() / m.seconds if m.seconds else 0.0,
+        p50_ms=m.percentile_ms(50), p90_ms=m.percentile_ms(90), p99_ms=m.percentile_ms(99),
+        max_ms=m.percentile_ms(100), errors=m.errors(), conflicts_412=m.conflicts(),
+        statuses={str(k): v for k, v in sorted(m.statuses.items())},
+        aux_statuses={str(k): v for k, v in sorted(m.aux_statuses.items())},
+    )
+    log(f"{backend:8} {target:7} {scenario.name:11} {row.rps:8,.0f} req/s  p50 {row.p50_ms:6.1f} ms"
+        f"  p99 {row.p99_ms:6.1f} ms  errors {row.errors}  412 {row.conflicts_412}"
+        f"  statuses {row.statuses}")
+    if row.errors > row.ok:
+        args.keep_workdir = True
+        log(f"  most requests failed ({row.statuses}): see the server logs in {args.workdir}")
+    return row
+
+
+def run_backend(backend: str, url: str, args: argparse.Namespace,
+                rows: list[report.Row], info: dict[str, Any]) -> None:
+    log(f"{backend}: loading {args.patients:,} patients into {url}")
+    loaded = asyncio.run(load.load(url, args.patients, seed=args.seed, data_dir=args.workdir))
+    info["load"][backend] = {"resources": loaded.resources, "seconds": round(loaded.seconds, 1),
+                             "skipped": loaded.skipped}
+    if not loaded.skipped:
+        log(f"{backend}: {loaded.resources:,} resources in {loaded.seconds:.0f} s "
+            f"({loaded.resources / loaded.seconds:,.0f}/s)")
+    ids = asyncio.run(load.sample_ids(url, args.sample, args.seed))
+    sample = Sample(ids["careplans"], ids["patients"], args.seed, args.patients)
+    if not sample.careplans:
+        raise SystemExit(f"{backend}: no CarePlans in the database")
+
+    for mode in MODES:
+        with ExitStack() as stack:
+            origin = stack.enter_context(servers.samplan(url, log_dir=args.workdir, env=mode.env))
+            capability = httpx.get(f"{origin}/fhir/metadata", timeout=30,
+                                   headers=mode.headers).json()
+            features = server_features(capability)
+            ceiling_origin = None
+            if not args.no_ceiling:
+                ceiling_origin = stack.enter_context(
+                    servers.ceiling(url, log_dir=args.workdir, pool=args.connections))
+            plan: list[tuple[str, Scenario]] = []
+            compares = {s.compare for s in args.scenarios}
+            for s in args.scenarios:
+                for c in CEILING:  # each ceiling scenario just before its first user
+                    if ceiling_origin and c.name in compares and c.name == s.compare \
+                            and ("ceiling", c) not in plan:
+                        plan.append(("ceiling", c))
+                plan.append(("samplan", s))
+            for target, s in plan:
+                missing = s.needs - features
+                if missing:
+                    rows.append(report.Row(
+                        backend, mode.name, target, s.name, s.title, s.compare, "", 0, 0, 0,
+                        float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, {},
+                        skipped=f"server lacks {', '.join(sorted(missing))}"))
+                    continue
+                origin_of = origin if target == "samplan" else ceiling_origin
+                assert origin_of is not None
+                rows.append(measure(origin_of, s, sample, args, backend=backend,
+                                    mode=mode.name, target=target,
+                                    headers=mode.headers if target == "samplan" else {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    args.keep_workdir = args.workdir is not None
+    args.workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="samplan-bench-"))).resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": report.machine(),
+        "code": report.code_version(),
+        "client": (f"wrk {client.wrk_version()}" if args.client == "wrk"
+                   else "a Python asyncio client"
+                   + ("" if client.wrk_path() else " (wrk not installed)")),
+        "options": {"patients": args.patients, "duration": args.duration,
+                    "warmup": args.warmup, "connections": args.connections,
+                    "backends": args.backends, "scenarios": [s.name for s in args.scenarios],
+                    "quick": args.quick, "seed": args.seed, "sample": args.sample},
+        "load": {},
+    }
+    log(f"{args.patients:,} patients, {args.duration:g} s per scenario, {args.connections} "
+        f"connections, {info['client']}, work directory {args.workdir}")
+    rows: list[report.Row] = []
+    try:
+        for backend in args.backends:
+            if backend == "sqlite":
+                url = f"sqlite+aiosqlite:///{args.workdir / 'bench.db'}"
+                run_backend(backend, url, args, rows, info)
+            else:
+                with servers.postgres(args.postgres_url) as (url, version):
+                    info["postgres"] = version
+                    run_backend(backend, url, args, rows, info)
+    except BaseException:
+        log(f"failed; server logs are in {args.workdir}")
+        raise
+    if not args.keep_workdir:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+    report.add_ratios(rows)
+    info["targets"] = report.targets(rows, args.patients)
+    info["seconds"] = round(time.monotonic() - started)
+    md, js = report.write(rows, info, baseline=args.baseline)
+    sys.stdout.write("\n" + report.markdown(rows, info))
+    sys.stdout.flush()
+    log(f"done in {info['seconds']} s; results in {md.relative_to(report.HERE.parent)} and "
+        f"{js.name}" + ("; bench/BASELINE.md updated" if args.baseline else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
