@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export SAMPLAN_DATABASE_URL ?= sqlite+aiosqlite:///var/samplan.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate demo test test-fast lint typecheck bench bench-quick all clean
+.PHONY: help install run migrate demo test test-cluster openapi test-fast lint typecheck bench bench-quick all clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -44,8 +44,15 @@ run: demo ## Set up, migrate, load demo data, print curl lines with demo tokens,
 	SAMPLAN_SUBSCRIPTIONS_ALLOW_PRIVATE_ENDPOINTS=true \
 	$(BIN)/samplan serve --with-worker --host $${SAMPLAN_HOST:-127.0.0.1} --port $${SAMPLAN_PORT:-8080}
 
-test: install ## Run the whole test suite (SQLite and a temporary PostgreSQL)
-	$(BIN)/pytest -q -p no:cacheprovider
+test: install ## Run the whole test suite (SQLite, a temporary PostgreSQL, the cluster test)
+	SAMPLAN_TEST_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider
+
+test-cluster: install ## Deployment test: PostgreSQL, 2 serve + 2 worker behind nginx, with kills
+	$(BIN)/pytest -q -p no:cacheprovider -m cluster tests/deploy/test_cluster.py
+
+openapi: install ## Export openapi/openapi.json and regenerate docs/configuration.md
+	$(BIN)/samplan openapi
+	$(BIN)/samplan config-docs
 
 test-fast: install ## Tests on SQLite only, no server processes
 	SAMPLAN_TEST_SKIP_POSTGRES=1 $(BIN)/pytest -q -m "not e2e"

@@ -19,21 +19,20 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
-
 from samplan.api.deps import Services  # noqa: E402
 from samplan.fhir.conformance import CONFORMANCE_TYPES  # noqa: E402
 from samplan.main import create_app  # noqa: E402
 from samplan.settings import Settings  # noqa: E402
 from samplan.store import migrate  # noqa: E402
 from samplan.store.tables import metadata  # noqa: E402
+from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
 
 BASE_URL = "http://samplan.test/fhir"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BACKENDS = ["sqlite", "postgres"]
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec and callspec.params.get("database_url") == "postgres":
@@ -110,7 +109,7 @@ async def services(app_services: tuple[object, Services]) -> Services:
 
 @pytest.fixture
 async def client(
-    app_services: tuple[object, Services], services: Services
+    app_services: tuple[object, Services], services: Services,  # noqa: ARG001 (empties tables)
 ) -> AsyncIterator[httpx.AsyncClient]:
     app, _ = app_services
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]

@@ -20,10 +20,16 @@ def serve(
     migrate: Annotated[bool, typer.Option(help="Run migrations before serving.")] = False,
     with_worker: Annotated[bool, typer.Option(
         "--with-worker", help="Also deliver subscription notifications in this process.")] = False,
+    graceful_timeout: Annotated[float | None, typer.Option(
+        help="Seconds in-flight requests may take after SIGTERM (SAMPLAN_SHUTDOWN_GRACE_SECONDS)."
+    )] = None,
 ) -> None:
     """Serve the FHIR API on http://HOST:PORT/fhir."""
+    import math
+
     import uvicorn
 
+    from samplan.observability.logs import logging_config
     from samplan.settings import get_settings
 
     if host is not None:
@@ -46,10 +52,12 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=workers,
-        log_level="info",
-        access_log=False,
+        log_config=logging_config(settings.log_format, settings.log_level),
+        log_level=settings.log_level.lower(),
+        access_log=False,  # samplan.access writes one line per request, with its request id
         proxy_headers=True,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=math.ceil(
+            settings.shutdown_grace_seconds if graceful_timeout is None else graceful_timeout),
     )
 
 
@@ -65,15 +73,14 @@ def migrate() -> None:
 @app.command()
 def worker() -> None:
     """Deliver subscription notifications (any number on PostgreSQL, one on SQLite)."""
-    import logging
-
+    from samplan.observability.logs import configure_logging
     from samplan.settings import get_settings
     from samplan.subscriptions.worker import run_worker
 
-    logging.basicConfig(level=getattr(logging, os.environ.get("SAMPLAN_LOG_LEVEL", "INFO")),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    # SIGTERM: stop claiming, let in-flight deliveries finish, release every claimed row
+    asyncio.run(run_worker(settings))
 
 
 def _migrate(database_url: str) -> None:
@@ -84,7 +91,9 @@ def _migrate(database_url: str) -> None:
 
 @app.command("load-demo")
 def load_demo(
-    path: Annotated[Path | None, typer.Argument(help="A transaction Bundle (default: demo).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="A transaction Bundle (default: demo).")
+    ] = None,
 ) -> None:
     """Load the demo agreement (idempotent: conditional creates)."""
     from samplan.demo import load
@@ -163,6 +172,42 @@ def import_notes(
             raise typer.Exit(1)
 
     asyncio.run(run())
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write it.")] = Path("openapi/openapi.json"),
+    check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
+) -> None:
+    """Export the OpenAPI document (operationIds, FHIR media types, security scheme)."""
+    from samplan.openapi_export import export_document, render
+
+    _write_or_check(output, render(export_document()), check, "make openapi")
+
+
+@app.command("config-docs")
+def config_docs(
+    output: Annotated[Path, typer.Option(help="Where to write it.")] = Path(
+        "docs/configuration.md"),
+    check: Annotated[bool, typer.Option(help="Only check that the file is up to date.")] = False,
+) -> None:
+    """Write docs/configuration.md from the Settings class."""
+    from samplan.config_docs import render
+
+    _write_or_check(output, render(), check, "samplan config-docs")
+
+
+def _write_or_check(output: Path, text: str, check: bool, fix: str) -> None:
+    if check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != text:
+            typer.echo(f"{output} is out of date: run `{fix}`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}")
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from zoneinfo import ZoneInfo
 
@@ -11,30 +12,31 @@ import orjson
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from samplan.api import auth as api_auth
+from samplan import observability, openapi_export
 from samplan.agreement.notes import AgreementNotes
+from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
+from samplan.api import hardening
 from samplan.api.deps import Services
 from samplan.api.fhir import router as fhir_router
 from samplan.api.operations import router as operations_router
 from samplan.api.patient import router as patient_router
 from samplan.api.subscriptions import router as subscriptions_router
-from samplan.fhir import identifiers
-from samplan.fhir import conformance
+from samplan.fhir import conformance, identifiers
 from samplan.fhir.capability import CONTRIBUTORS, capability_statement
 from samplan.fhir.interactions import FhirService
 from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
-from samplan.security.authn import build_authenticator
-from samplan.security.guard import AccessControl
 from samplan.mapping.questionnaire import questionnaire
 from samplan.mapping.spec import default_mappings
+from samplan.observability.health import readiness
+from samplan.security.authn import build_authenticator
+from samplan.security.guard import AccessControl
 from samplan.settings import Settings, get_settings
-from samplan.store.database import create_engine
-from samplan.store.repository import Repository
+from samplan.store.database import create_engine, seed_sqlite_statistics
+from samplan.store.repository import Repository, WriteConflict
 from samplan.subscriptions import service as subscriptions
-
 
 _PROFILES: dict[str, ProfileRegistry] = {}
 
@@ -85,8 +87,22 @@ def _advertise_profiles(profiles: ProfileRegistry) -> None:
     CONTRIBUTORS.append(contribute)
 
 
+async def _retrying_conflicts(step: Callable[[], Awaitable[object]], attempts: int = 5) -> None:
+    """Replicas starting at once store the same conformance resources: the loser retries
+    (and then finds them stored)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await step()
+            return
+        except WriteConflict:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.05 * attempt)
+
+
 async def build_services(settings: Settings) -> Services:
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    await seed_sqlite_statistics(engine)
     tz = ZoneInfo(settings.timezone)
     repo = Repository(engine, tz=tz, base_url=settings.base_url)
     fhir = FhirService(repo, tz=tz, base_url=settings.base_url,
@@ -104,7 +120,8 @@ async def build_services(settings: Settings) -> Services:
     install_write_checks(profiles)
     _advertise_profiles(profiles)
     feature = subscriptions.install(settings, repo)  # before the CapabilityStatement
-    await conformance.sync(repo, [*profiles.conformance_resources(), *questionnaires()])
+    await _retrying_conflicts(lambda: conformance.sync(
+        repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
     capability = orjson.dumps(
         capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
     )
@@ -121,6 +138,7 @@ async def build_services(settings: Settings) -> Services:
 async def close_services(services: Services) -> None:
     await subscriptions.stop(services)
     await services.http.aclose()
+    await services.repo.close()
     await services.engine.dispose()
 
 
@@ -131,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        observability.attach(services)
         try:
             yield
         finally:
@@ -145,7 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     api_errors.install(app)
+    app.add_middleware(hardening.ClientRateLimitMiddleware, settings=settings)  # after auth
     app.add_middleware(api_auth.BearerAuthMiddleware)
+    app.add_middleware(hardening.HardeningMiddleware, settings=settings,  # before auth
+                       public=api_auth.PUBLIC_PATHS, public_prefixes=api_auth.PUBLIC_PREFIXES)
+    observability.install(app, settings)  # outermost: request id, metrics, access log
+    openapi_export.install(app)
     app.include_router(api_auth.router)
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
@@ -158,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        await app.state.services.repo.ping()
-        return Response(b'{"status":"ready"}', media_type="application/json")
+        """Ready: the database answers and is at this code's migration head (else 503)."""
+        return await readiness(app.state.services.engine)
 
     return app

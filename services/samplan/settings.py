@@ -27,7 +27,9 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///var/samplan.db",
         description="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host:port/db",
     )
-    database_pool_size: int = Field(20, description="PostgreSQL connections per process.")
+    database_pool_size: int = Field(
+        32, description="Database connections per process (no overflow: requests queue)."
+    )
     host: str = Field("127.0.0.1", description="Address `samplan serve` binds to.")
     port: int = Field(8080, description="Port `samplan serve` binds to.")
     public_base_url: str | None = Field(
@@ -87,6 +89,40 @@ class Settings(BaseSettings):
     )
     subscriptions_in_process_worker: bool = Field(
         False, description="Run the delivery worker inside `samplan serve` (--with-worker)."
+    )
+
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines as JSON objects (with request_id) or as plain text."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged by `samplan serve` and `samplan worker`."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token Prometheus must send to /metrics (open when unset)."
+    )
+    otel_enabled: bool = Field(
+        False, description="OpenTelemetry tracing over OTLP (OTEL_EXPORTER_OTLP_* env; "
+        "needs `pip install 'samplan[otel]'`)."
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0, description="On SIGTERM: seconds in-flight requests and deliveries may take."
+    )
+
+    rate_limit_per_minute: int | None = Field(
+        None, description="Requests per minute per client (token client_id and subject); 0 is "
+        "off. Default 600 (off when SAMPLAN_ENVIRONMENT=test). Over it: 429 with Retry-After."
+    )
+    rate_limit_burst: int | None = Field(
+        None, description="Requests a client may send at once on top of the steady rate "
+        "(default: a tenth of the per-minute rate, at least 10)."
+    )
+    rate_limit_unauthenticated_per_minute: int | None = Field(
+        None, description="Requests per minute per IP address without a valid token (public "
+        "paths, 401 answers); 0 is off. Default 120 (off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    cors_origins: list[str] = Field(
+        [], description="Browser origins (portals) allowed to call the API, "
+        'as JSON: ["https://portal.example.se"]. None by default.'
     )
 
     @model_validator(mode="after")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect
@@ -42,5 +44,61 @@ class TestMigrationChain:
         engine = create_engine(database_url)
         try:
             assert {t.name for t in metadata.sorted_tables} <= await _tables(engine)
+        finally:
+            await engine.dispose()
+
+
+def _revisions() -> list[str]:
+    """Every revision, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def fresh_database_url(request: pytest.FixtureRequest, tmp_path: object) -> Any:
+    """An empty database of each kind (on PostgreSQL: a new database in the session cluster)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/steps.db"
+        return
+    from sqlalchemy import text
+
+    base_url: str = request.getfixturevalue("postgres_url")
+    name = f"samplan_steps_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base_url)
+    try:
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield base_url.rsplit("/", 1)[0] + f"/{name}"
+        async with admin.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        await admin.dispose()
+
+
+class TestEveryRevision:
+    """Each revision upgrades from the one before and downgrades to it (expand/contract safety)."""
+
+    async def test_step_by_step_up_and_down(self, fresh_database_url: str) -> None:
+        from samplan.observability.health import current_revision
+
+        revisions = _revisions()
+        assert len(revisions) >= 3
+        engine = create_engine(fresh_database_url)
+        try:
+            for revision in revisions:
+                await asyncio.to_thread(migrate.upgrade, fresh_database_url, revision)
+                assert await current_revision(engine) == revision
+            assert {t.name for t in metadata.sorted_tables} <= await _tables(engine)
+            for previous in reversed([None, *revisions[:-1]]):
+                await asyncio.to_thread(migrate.downgrade, fresh_database_url,
+                                        previous or "base")
+                assert await current_revision(engine) == previous
+            assert await _tables(engine) <= {"alembic_version"}
+            await asyncio.to_thread(migrate.upgrade, fresh_database_url)
+            assert await current_revision(engine) == revisions[-1]
         finally:
             await engine.dispose()

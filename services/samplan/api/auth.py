@@ -5,7 +5,8 @@
 ``request.state.principal``; a missing or bad token is answered here with a 401
 OperationOutcome carrying ``WWW-Authenticate`` (RFC 6750). Public:
 ``/fhir/metadata``, ``/healthz``, ``/readyz``, ``/.well-known/*``, ``/docs``,
-``/openapi.json``. With auth switched off the principal is
+``/openapi.json``, ``/metrics`` (guarded by its own scrape token when
+``SAMPLAN_METRICS_TOKEN`` is set). With auth switched off the principal is
 ``Principal.anonymous_dev()``.
 
 Routes take ``PrincipalDep`` (who is calling) or ``FhirDep`` (the FHIR service
@@ -30,7 +31,8 @@ from samplan.security.guard import AccessControl, GuardedFhirService
 from samplan.security.principal import Principal
 
 PUBLIC_PATHS: Final[frozenset[str]] = frozenset(
-    {"/fhir/metadata", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    {"/fhir/metadata", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json",
+     "/metrics"}  # /metrics: its own scrape token (SAMPLAN_METRICS_TOKEN), see observability/
 )
 PUBLIC_PREFIXES: Final[tuple[str, ...]] = ("/.well-known/",)
 
@@ -84,7 +86,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
         raise Unauthorized("this request was not authenticated")
@@ -98,7 +100,7 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def get_fhir(
+async def get_fhir(
     request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> GuardedFhirService:
     """The FHIR service as this request's principal may use it."""

@@ -25,7 +25,8 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async on purpose: a sync dependency costs a threadpool hop per request."""
     services: Services = request.app.state.services
     return services
 

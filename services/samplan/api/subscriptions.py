@@ -77,7 +77,8 @@ def _many(params: list[tuple[str, str]], name: str) -> list[str] | None:
     return values or None
 
 
-@router.api_route("/$status", methods=["GET", "POST"], operation_id="subscription_status_type")
+@router.get("/$status", operation_id="subscription_status_type")
+@router.post("/$status", operation_id="subscription_status_type_post")
 async def status_type(request: Request, services: ServicesDep, fhir: FhirDep) -> Response:
     """The status of the Subscriptions named by `id` (all when none), filtered by `status`."""
     params = await _parameters(request, services)
@@ -94,8 +95,8 @@ async def status_type(request: Request, services: ServicesDep, fhir: FhirDep) ->
     return FhirResponse(await _feature(services).status(visible, statuses))
 
 
-@router.api_route("/{subscription_id}/$status", methods=["GET", "POST"],
-                  operation_id="subscription_status")
+@router.get("/{subscription_id}/$status", operation_id="subscription_status")
+@router.post("/{subscription_id}/$status", operation_id="subscription_status_post")
 async def status_instance(subscription_id: str, request: Request,
                           services: ServicesDep, fhir: FhirDep) -> Response:
     """The status of one Subscription: counters, errors and dead-lettered events."""
@@ -104,8 +105,8 @@ async def status_instance(subscription_id: str, request: Request,
     return FhirResponse(await _feature(services).status([subscription_id], None))
 
 
-@router.api_route("/{subscription_id}/$events", methods=["GET", "POST"],
-                  operation_id="subscription_events")
+@router.get("/{subscription_id}/$events", operation_id="subscription_events")
+@router.post("/{subscription_id}/$events", operation_id="subscription_events_post")
 async def events(subscription_id: str, request: Request, services: ServicesDep,
                  fhir: FhirDep) -> Response:
     """Events of one Subscription by number (at most 1000 per call), as a notification Bundle."""
@@ -116,5 +117,6 @@ async def events(subscription_id: str, request: Request, services: ServicesDep,
         since=_one(params, "eventsSinceNumber"),
         until=_one(params, "eventsUntilNumber"),
         content=_one(params, "content"),
+        guard=fhir,
     )
     return FhirResponse(body)

@@ -61,7 +61,23 @@ class StringValue:
     raw: str
 
 
-Value = TokenValue | ReferenceValue | DateValue | StringValue
+@dataclass(frozen=True, slots=True)
+class CareTeamValue:
+    """A prebuilt access restriction (never parsed from a URL): the patients of the
+    CareTeams (not ended) naming one of these Organization / PractitionerRole /
+    Practitioner ids as participant (organisations also as managing
+    organisation), minus ``blocked``. Put in a ``patient`` filter (``_id`` for
+    Patient) by the access guard; the store compiles it to a subquery over the
+    index tables, so reach is never sent to the database as a list of ids.
+    """
+
+    organisations: tuple[str, ...]
+    roles: tuple[str, ...] = ()
+    practitioners: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+
+
+Value = TokenValue | ReferenceValue | DateValue | StringValue | CareTeamValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +155,13 @@ def parse_search(
         values = tuple(
             _parse_value(ptype, name, mod, v, tz, base_url) for v in _split_or(raw_value)
         )
+        if param is not None and len(param.targets) == 1:
+            # `patient=123` can only mean Patient/123: say so, so the index is used in full
+            values = tuple(
+                ReferenceValue(param.targets[0], v.target_id)
+                if isinstance(v, ReferenceValue) and v.target_type is None else v
+                for v in values
+            )
         if name == "identifier":
             values += _person_number_forms(values)
         if values:

@@ -12,6 +12,8 @@ When entries are written (``security/guard.py``):
 * reads and searches: in their own transaction, committed *before* the
   response is sent, so data already shown always has its entry; a crash
   in between loses a response, never a log entry.
+* notifications (``notify``): pushed ones in the transaction that marks them
+  delivered (after the receiver's 2xx), fetched ones (``$events``) like reads.
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ from samplan.fhir.resource import instant
 from samplan.security.principal import Principal
 
 AuditInteraction = Literal[
-    "read", "vread", "history", "search", "create", "update", "patch", "delete"
+    "read", "vread", "history", "search", "create", "update", "patch", "delete", "notify"
 ]
 
 #: https://hl7.org/fhir/R4/valueset-audit-event-action.html
 ACTIONS: Final[Mapping[str, str]] = {
     "read": "R", "vread": "R", "history": "R", "search": "E",
     "create": "C", "update": "U", "patch": "U", "delete": "D",
+    "notify": "R",  # a subscription notification (pushed, or fetched with $events) discloses data
 }
 #: https://hl7.org/fhir/R4/valueset-audit-event-outcome.html
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = "0", "4", "8"
 
 _RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+#: subtype of notification entries (no restful-interaction code fits a push)
+SAMPLAN_INTERACTION = "https://samplan.se/fhir/CodeSystem/audit-interaction"
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _ENTITY_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
@@ -111,7 +116,8 @@ class AuditRecord:
             "id": self.event_id,
             "meta": {"versionId": "1", "lastUpdated": recorded},
             "type": {"system": _EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
-            "subtype": [{"system": _RESTFUL_INTERACTION, "code": _subtype(self.interaction)}],
+            "subtype": [{"system": SAMPLAN_INTERACTION if self.interaction == "notify"
+                         else _RESTFUL_INTERACTION, "code": _subtype(self.interaction)}],
             "action": self.action,
             "recorded": recorded,
             "outcome": self.outcome,

@@ -22,7 +22,7 @@ No HTTP here: the API layer builds the principal and passes the client address.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from samplan.fhir.dates import MAX_US, MIN_US
 from samplan.fhir.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed
@@ -42,6 +43,7 @@ from samplan.fhir.interactions import FhirService, WriteResult
 from samplan.fhir.resource import ID_PATTERN
 from samplan.fhir.search import (
     ANY,
+    CareTeamValue,
     DateValue,
     Filter,
     ReferenceValue,
@@ -59,6 +61,7 @@ from samplan.security.policy import AUDIT_TYPE, Operation, Reach, ScopeGrant
 from samplan.security.principal import Principal
 from samplan.store import audit as audit_store
 from samplan.store.access import AccessQueries
+from samplan.store.group_commit import GroupCommitter
 from samplan.store.repository import (
     HistoryPage,
     Repository,
@@ -91,29 +94,67 @@ class RequestContext:
 _CURRENT: ContextVar[RequestContext | None] = ContextVar("samplan_access_context", default=None)
 
 
+def current_principal() -> Principal | None:
+    """Who is writing in the current transaction; None for the service itself."""
+    ctx = _CURRENT.get()
+    return ctx.principal if ctx is not None else None
+
+
 class AccessControl:
     """Reach computation and the write hook; one per application."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, *, hook: bool = True) -> None:
+        """``hook=False``: reach and the log only, no write check (the delivery worker)."""
         self.repo = repo
         self.queries = AccessQueries(repo.engine)
-        if self.before_commit not in repo.before_commit:
+        # Reads log through one shared committer: concurrent reads share a commit.
+        self._log_committer: GroupCommitter[AuditRecord] = GroupCommitter(
+            repo, audit_store.append
+        )
+        if hook and self.before_commit not in repo.before_commit:
             repo.before_commit.append(self.before_commit)
 
     # ---------------------------------------------------------------- reach
 
-    async def reach_of(self, principal: Principal) -> Reach:
-        """The patients ``principal`` reaches now (see the policy module's table)."""
-        q = self.queries
+    async def reach_of(
+        self,
+        principal: Principal,
+        *,
+        among: Collection[str] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Reach:
+        """The patients ``principal`` reaches now (see the policy module's table).
+
+        ``among``: only these patients are looked at (the reach then lists only
+        those of them it reaches: enough to decide about resources concerning
+        them, cheap for a care provider reaching 100 000 patients). ``conn``:
+        ask on that connection (inside a write transaction, to see its changes).
+        """
+        q = AccessQueries(self.repo.engine, conn) if conn is not None else self.queries
         if principal.kind == "anonymous-dev":
             return Reach(everything=True)
         if principal.kind == "patient":
-            own = await self.resolve_patient(principal.patient)
+            own = await self.resolve_patient(principal.patient, q)
             return Reach(patients=frozenset([own]) if own else frozenset())
         today = datetime.now(self.repo.tz).date()
         if principal.kind == "relative":
-            return Reach(patients=await self._relative_patients(principal, today),
+            return Reach(patients=await self._relative_patients(principal, today, q),
                          read_only=True)
+        basis = await self.care_team_basis(principal, q)
+        patients = await q.patients_of_care_teams(
+            organisations=basis.organisations, roles=basis.roles,
+            practitioners=basis.practitioners, among=among,
+        )
+        return replace(basis, patients=patients - basis.blocked)
+
+    async def care_team_basis(
+        self, principal: Principal, queries: AccessQueries | None = None
+    ) -> Reach:
+        """A staff member's or system's reach without its patient list: the
+        organisations, roles and practitioner it acts as, and the patients who
+        block one of them (``by_care_team``; the search turns it into a subquery)."""
+        q = queries or self.queries
+        today = datetime.now(self.repo.tz).date()
         hsa_ids = [principal.organisation_hsa_id]
         if principal.kind == "staff":
             hsa_ids += [principal.care_provider_hsa_id, principal.care_unit_hsa_id]
@@ -127,29 +168,28 @@ class AccessControl:
             practitioners = await q.with_identifier(
                 "Practitioner", HSA_SYSTEM, [principal.employee_hsa_id]
             )
-        patients = await q.patients_of_care_teams(
-            organisations=organisations, roles=roles, practitioners=practitioners
-        )
         actors = [("Organization", organisations), ("PractitionerRole", roles),
                   ("Practitioner", practitioners)]
         blocks = await q.consents_naming(actors)
+        blocked: frozenset[str] = frozenset()
         if blocks:  # the patient's spärr overrides the care team
-            patients -= policy.blocked_patients(
+            blocked = policy.blocked_patients(
                 blocks, [(kind, i) for kind, ids in actors for i in ids], today
             )
-        return Reach(patients=patients, organisations=organisations, roles=roles,
-                     practitioners=practitioners)
+        return Reach(organisations=organisations, roles=roles, practitioners=practitioners,
+                     blocked=blocked, by_care_team=True)
 
-    async def _relative_patients(self, principal: Principal, today: date) -> frozenset[str]:
+    async def _relative_patients(
+        self, principal: Principal, today: date, q: AccessQueries
+    ) -> frozenset[str]:
         """The patient a relative acts for: as guardian of a young child, or by a proxy grant."""
-        q = self.queries
         rp_id = principal.fhir_user_id
         related = await q.current_body("RelatedPerson", rp_id) if rp_id else None
         if related is None or rp_id is None:
             return frozenset()
         candidates = policy.patient_ids("RelatedPerson", related) or frozenset()
         if principal.patient is not None:
-            in_context = await self.resolve_patient(principal.patient)
+            in_context = await self.resolve_patient(principal.patient, q)
             candidates = candidates & {in_context} if in_context else frozenset()
         grants = await q.consents_naming([("RelatedPerson", [rp_id])])
         reached = set()
@@ -161,29 +201,50 @@ class AccessControl:
                 reached.add(patient_id)
         return frozenset(reached)
 
-    async def resolve_patient(self, claim: str | None) -> str | None:
+    async def resolve_patient(
+        self, claim: str | None, queries: AccessQueries | None = None
+    ) -> str | None:
         """The Patient id for a ``patient`` claim: an id, or a personnummer/samordningsnummer."""
+        q = queries or self.queries
         if not claim:
             return None
-        if ID_PATTERN.match(claim) and await self.queries.exists("Patient", claim):
+        if ID_PATTERN.match(claim) and await q.exists("Patient", claim):
             return claim
         for system in (PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM):
-            found = await self.queries.with_identifier("Patient", system, [claim])
+            found = await q.with_identifier("Patient", system, [claim])
             if len(found) == 1:
                 return next(iter(found))
             if len(found) > 1:
                 return None  # ambiguous: reach nobody rather than the wrong person
         return claim if ID_PATTERN.match(claim) else None
 
+    async def scoped_reach(
+        self,
+        principal: Principal,
+        grant: ScopeGrant,
+        *,
+        among: Collection[str] | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> Reach:
+        """:meth:`reach_of`, narrowed to the patient in context for a ``patient/`` grant."""
+        reach = await self.reach_of(principal, among=among, conn=conn)
+        if grant.patient_context_only and not reach.everything:
+            q = AccessQueries(self.repo.engine, conn) if conn is not None else self.queries
+            own = await self.resolve_patient(principal.patient, q)
+            reach = replace(reach, patients=reach.patients & ({own} if own else set()),
+                            by_care_team=False)
+        return reach
+
     # ------------------------------------------------------------ the log
 
     async def log(self, records: Iterable[AuditRecord]) -> None:
-        """Append entries in their own transaction, committed when this returns."""
-        batch = list(records)
-        if not batch:
-            return
-        async with self.repo.transaction() as tx:
-            await audit_store.append(tx.conn, batch)
+        """Append entries, committed when this returns (group commit with concurrent reads).
+
+        The data is sent only after its entry is durable, so a crash cannot lose
+        the entry of something already shown; concurrent callers share one
+        commit (store/group_commit.py), so the log does not cap read throughput.
+        """
+        await self._log_committer.submit(list(records))
 
     async def before_commit(self, tx: WriteTx) -> None:
         """Check every change of the transaction against the policy, and log it (same tx)."""
@@ -239,6 +300,10 @@ class AccessControl:
 class GuardedFhirService(FhirService):
     """The FHIR service as seen by one principal (one instance per request)."""
 
+    #: Staff and system searches restrict to reach by a SQL subquery (``CareTeamValue``);
+    #: False sends the list of patient ids instead (as patients and relatives always do).
+    reach_as_subquery: bool = True
+
     def __init__(
         self,
         base: FhirService,
@@ -263,7 +328,8 @@ class GuardedFhirService(FhirService):
         reach = self._reach
         if grant is not None and grant.patient_context_only and not reach.everything:
             own = await self.control.resolve_patient(self.principal.patient)
-            reach = replace(reach, patients=reach.patients & ({own} if own else set()))
+            reach = replace(reach, patients=reach.patients & ({own} if own else set()),
+                            by_care_team=False)
         return reach
 
     def _record(self, interaction: AuditInteraction, **fields: Any) -> AuditRecord:
@@ -365,11 +431,21 @@ class GuardedFhirService(FhirService):
         if resource_type == AUDIT_TYPE:
             return await self._search_audit(params, strict=strict)
         grant = await self._scope(resource_type, "search")
-        reach = await self.reach(grant)
         query = self.parse_query(resource_type, params, strict=strict)
+        by_subquery = (self.reach_as_subquery and self._reach is None
+                       and self.principal.kind in ("staff", "system")
+                       and not grant.patient_context_only)
+        # staff and systems: the care-team criterion goes into the SQL as a subquery and
+        # reach is then computed only among the patients the page concerns
+        reach = (await self.control.care_team_basis(self.principal) if by_subquery
+                 else await self.reach(grant))
         if not reach.everything and policy.has_patient_compartment(resource_type):
-            query.filters.append(_reach_filter(resource_type, reach))
+            query.filters.append(_reach_filter(resource_type, reach, self.reach_as_subquery))
         page = await self.repo.search(query)
+        if by_subquery:
+            concerned = {p for m in [*page.matches, *page.includes]
+                         for p in _patients(m.resource_type, _body(m)) if p is not None}
+            reach = await self.control.reach_of(self.principal, among=concerned)
         kept = [m for m in page.matches if self._visible(reach, resource_type, _body(m))]
         if page.total is not None:
             page.total -= len(page.matches) - len(kept)
@@ -629,7 +705,14 @@ def _patients(resource_type: str, body: dict[str, Any] | None) -> list[str | Non
     return found
 
 
-def _reach_filter(resource_type: str, reach: Reach) -> Filter:
+def _reach_filter(resource_type: str, reach: Reach, subquery: bool = True) -> Filter:
+    name = "_id" if resource_type == "Patient" else "patient"
+    if subquery and reach.by_care_team:
+        value = CareTeamValue(
+            organisations=tuple(sorted(reach.organisations)), roles=tuple(sorted(reach.roles)),
+            practitioners=tuple(sorted(reach.practitioners)), blocked=tuple(sorted(reach.blocked)),
+        )
+        return Filter(name, "reference", (value,))
     ids = sorted(reach.patients) or [policy.NO_PATIENT]
     if resource_type == "Patient":
         return Filter("_id", "token", tuple(TokenValue(ANY, i) for i in ids))

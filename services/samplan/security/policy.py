@@ -98,6 +98,12 @@ class Reach:
     ``everything`` is only for the anonymous development principal.
     ``organisations`` and ``roles`` (Organization and PractitionerRole ids)
     let staff and systems create the CareTeam that brings a patient into reach.
+
+    ``by_care_team`` (staff and systems): ``patients`` is exactly "patients of
+    the CareTeams naming ``organisations``/``roles``/``practitioners``, minus
+    ``blocked``", so a search may use that criterion as a SQL subquery
+    (``fhir.search.CareTeamValue``) instead of the list of ids. A reach computed
+    ``among`` some patients (``AccessControl.reach_of``) lists only those.
     """
 
     everything: bool = False
@@ -106,6 +112,8 @@ class Reach:
     roles: frozenset[str] = frozenset()
     practitioners: frozenset[str] = frozenset()
     read_only: bool = False
+    blocked: frozenset[str] = frozenset()
+    by_care_team: bool = False
 
     def reaches(self, patient_ids: Iterable[str]) -> bool:
         """Whether any of ``patient_ids`` is reached (how search matches, too)."""
@@ -341,7 +349,7 @@ def grown_by(
     for rtype, _, body in changes:
         if rtype == "CareTeam" and _joins_care_team(grown, body):
             patients |= patient_ids("CareTeam", body) or frozenset()
-    return replace(grown, patients=frozenset(patients))
+    return replace(grown, patients=frozenset(patients), by_care_team=False)
 
 
 def _joins_care_team(reach: Reach, body: Mapping[str, Any]) -> bool:

@@ -7,11 +7,12 @@ resource, so a CareTeam ended by a delete stops granting access at once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from samplan.fhir import identifiers
@@ -21,11 +22,77 @@ from samplan.store.tables import idx_reference, idx_token, resources
 ENDED_CARE_TEAM_STATUSES = ("inactive", "entered-in-error")
 
 
-class AccessQueries:
-    """Read-only queries over the index tables, each on a pooled connection."""
+def care_team_patients(
+    *,
+    organisations: Collection[str],
+    roles: Collection[str] = (),
+    practitioners: Collection[str] = (),
+    blocked: Collection[str] = (),
+) -> Select[Any] | None:
+    """``SELECT patient id``: patients whose (not ended) CareTeam has one of these as
+    participant, or is managed by one of the organisations, minus ``blocked``.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    The one definition of care-team reach in SQL: :meth:`AccessQueries.patients_of_care_teams`
+    runs it to get the ids, and the repository's search embeds it as a subquery
+    (``fhir.search.CareTeamValue``) so that a care provider reaching 100 000
+    patients never sends their ids back and forth. ``None`` when nothing is named.
+    """
+    r = idx_reference.c
+    members = [
+        ("Organization", organisations),
+        ("PractitionerRole", roles),
+        ("Practitioner", practitioners),
+    ]
+    conditions: list[ColumnElement[bool]] = [
+        and_(r.param == "participant", r.target_type == kind, r.target_id.in_(list(ids)))
+        for kind, ids in members
+        if ids
+    ]
+    if organisations:
+        conditions.append(
+            and_(r.param == "organization", r.target_type == "Organization",
+                 r.target_id.in_(list(organisations)))
+        )
+    if not conditions:
+        return None
+    teams = select(r.resource_id).where(r.resource_type == "CareTeam", or_(*conditions))
+    t = idx_token.c
+    ended = select(t.resource_id).where(
+        t.resource_type == "CareTeam", t.param == "status",
+        t.code.in_(ENDED_CARE_TEAM_STATUSES),
+    )
+    p = idx_reference.alias("reach_team_patient")
+    stmt = select(p.c.target_id).where(
+        p.c.resource_type == "CareTeam",
+        p.c.param == "patient",
+        p.c.target_type == "Patient",
+        p.c.resource_id.in_(teams),
+        p.c.resource_id.not_in(ended),
+    )
+    if blocked:
+        stmt = stmt.where(p.c.target_id.not_in(list(blocked)))
+    return stmt
+
+
+class AccessQueries:
+    """Read-only queries over the index tables.
+
+    Each runs on a pooled connection of its own, or on ``conn`` when given
+    (the matching hook asks inside the write transaction, so that it sees
+    that transaction's own changes).
+    """
+
+    def __init__(self, engine: AsyncEngine, conn: AsyncConnection | None = None) -> None:
         self.engine = engine
+        self.conn = conn
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        if self.conn is not None:
+            yield self.conn
+            return
+        async with self.engine.connect() as conn:
+            yield conn
 
     async def with_identifier(
         self, resource_type: str, system: str, values: Iterable[str]
@@ -67,41 +134,16 @@ class AccessQueries:
         organisations: Collection[str],
         roles: Collection[str] = (),
         practitioners: Collection[str] = (),
+        among: Collection[str] | None = None,
     ) -> frozenset[str]:
         """Patients whose (not ended) CareTeam has one of these as participant, or is
-        managed by one of the organisations."""
-        r = idx_reference.c
-        members = [
-            ("Organization", organisations),
-            ("PractitionerRole", roles),
-            ("Practitioner", practitioners),
-        ]
-        conditions = [
-            and_(r.param == "participant", r.target_type == kind, r.target_id.in_(list(ids)))
-            for kind, ids in members
-            if ids
-        ]
-        if organisations:
-            conditions.append(
-                and_(r.param == "organization", r.target_type == "Organization",
-                     r.target_id.in_(list(organisations)))
-            )
-        if not conditions:
+        managed by one of the organisations; only those ``among`` when given."""
+        stmt = care_team_patients(organisations=organisations, roles=roles,
+                                  practitioners=practitioners)
+        if stmt is None or (among is not None and not among):
             return frozenset()
-        teams = select(r.resource_id).where(r.resource_type == "CareTeam", or_(*conditions))
-        t = idx_token.c
-        ended = select(t.resource_id).where(
-            t.resource_type == "CareTeam", t.param == "status",
-            t.code.in_(ENDED_CARE_TEAM_STATUSES),
-        )
-        p = idx_reference.alias("p")
-        stmt = select(p.c.target_id).where(
-            p.c.resource_type == "CareTeam",
-            p.c.param == "patient",
-            p.c.target_type == "Patient",
-            p.c.resource_id.in_(teams),
-            p.c.resource_id.not_in(ended),
-        )
+        if among is not None:
+            stmt = stmt.where(stmt.selected_columns[0].in_(list(among)))
         return await self._ids(stmt)
 
     async def consents_naming(
@@ -121,7 +163,7 @@ class AccessQueries:
         stmt = select(c.content).where(
             c.resource_type == "Consent", c.resource_id.in_(ids), c.deleted == false()
         )
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             rows = (await conn.execute(stmt)).all()
         bodies = [orjson.loads(row.content) for row in rows if row.content]
         return [b for b in bodies if isinstance(b, dict)]
@@ -131,7 +173,7 @@ class AccessQueries:
         stmt = select(c.resource_id).where(
             c.resource_type == resource_type, c.resource_id == resource_id, c.deleted == false()
         )
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             return (await conn.execute(stmt)).first() is not None
 
     async def current_body(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
@@ -140,7 +182,7 @@ class AccessQueries:
         stmt = select(c.content).where(
             c.resource_type == resource_type, c.resource_id == resource_id, c.deleted == false()
         )
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             row = (await conn.execute(stmt)).first()
         if row is None or row.content is None:
             return None
@@ -148,7 +190,7 @@ class AccessQueries:
         return body if isinstance(body, dict) else None
 
     async def _ids(self, stmt: Any) -> frozenset[str]:
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             return await ids_of(conn, stmt)
 
 

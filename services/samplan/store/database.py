@@ -20,11 +20,13 @@ from sqlalchemy.pool import NullPool
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(database_url)
+        return _sqlite_engine(database_url, pool_size=pool_size)
+    # No overflow: a connection opened for a burst and closed after it costs far more
+    # (a TLS/auth handshake; on SQLite a new thread) than waiting for a pooled one.
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
         pool_recycle=3600,
         # The driver's own statement cache makes repeated statements cheap.
@@ -32,14 +34,18 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     )
 
 
-def _sqlite_engine(database_url: str) -> AsyncEngine:
+def _sqlite_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
     url = make_url(database_url)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database in (None, "", ":memory:"):
+        pooling: dict[str, Any] = {"poolclass": NullPool}
+    else:
+        pooling = {"pool_size": pool_size, "max_overflow": 0}
     engine = create_async_engine(
         database_url,
-        poolclass=NullPool if url.database in (None, "", ":memory:") else None,
         connect_args={"timeout": 30, "check_same_thread": False},
+        **pooling,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -61,5 +67,79 @@ def _sqlite_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
+def create_reader(engine: AsyncEngine) -> AsyncEngine:
+    """The pool the hot read by id takes its driver connection from.
+
+    PostgreSQL: the same pool (asyncpg outside a transaction is autocommit).
+    SQLite: a second small pool of autocommit connections, kept apart so the
+    writer's BEGIN IMMEDIATE handling never meets a connection in autocommit.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    size = engine.pool.size() if hasattr(engine.pool, "size") else 5
+    reader = create_async_engine(
+        engine.url,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=min(size, 8),  # more threads than cores only adds GIL hand-offs
+        max_overflow=0,
+        pool_reset_on_return=None,  # nothing to roll back: these never begin
+    )
+
+    @event.listens_for(reader.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # autocommit: no implicit BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return reader
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# Typical shape of a county-scale store (rows, then rows per distinct prefix of
+# each index's columns), given to SQLite's planner until ANALYZE has real numbers.
+# Without statistics SQLite walks a type's whole (type, last_updated) index for
+# `CarePlan?patient=X` instead of looking the few matches up by primary key:
+# 36 ms instead of 0.3 ms at 10,000 patients (bench/BASELINE.md).
+_SQLITE_STATS = {
+    ("resources", "ix_resources_type_updated"): "100000 10000 1",
+    ("resources", "sqlite_autoindex_resources_1"): "100000 10000 1",
+    ("resource_versions", "uq_resource_versions_key"): "200000 20000 2 1",
+    ("resource_versions", "ix_resource_versions_type_seq"): "200000 20000 1",
+    ("idx_token", "ix_idx_token_search"): "600000 60000 20000 10 10",
+    ("idx_token", "ix_idx_token_owner"): "600000 60000 6",
+    ("idx_reference", "ix_idx_reference_search"): "500000 3 3 2 2",
+    ("idx_reference", "ix_idx_reference_owner"): "500000 50000 5",
+    ("idx_date", "ix_idx_date_search"): "200000 20000 20000 2 2",
+    ("idx_date", "ix_idx_date_owner"): "200000 20000 2",
+    ("idx_string", "ix_idx_string_search"): "200000 20000 5000 3",
+    ("idx_string", "ix_idx_string_owner"): "200000 20000 4",
+}
+
+
+async def seed_sqlite_statistics(engine: AsyncEngine) -> None:
+    """Give SQLite's planner index statistics where it has none (never overwrites ANALYZE's)."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("ANALYZE sqlite_schema")  # creates sqlite_stat1 if missing
+        stats = await conn.exec_driver_sql("SELECT tbl, idx FROM sqlite_stat1")
+        stat_rows: list[Any] = list(stats.all())
+        existing = {(str(row[0]), str(row[1])) for row in stat_rows}
+        schema = await conn.exec_driver_sql(
+            "SELECT tbl_name, name FROM sqlite_schema WHERE type = 'index'")
+        index_rows: list[Any] = list(schema.all())
+        indexes = {(str(row[0]), str(row[1])) for row in index_rows}
+        missing = [
+            (table, index, stat) for (table, index), stat in _SQLITE_STATS.items()
+            if (table, index) in indexes and (table, index) not in existing
+        ]
+        for table, index, stat in missing:
+            await conn.exec_driver_sql(
+                "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", (table, index, stat)
+            )
+        if missing:
+            await conn.exec_driver_sql("ANALYZE sqlite_schema")  # reload the statistics

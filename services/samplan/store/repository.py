@@ -42,6 +42,7 @@ from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import stamp
 from samplan.fhir.search import (
     ANY,
+    CareTeamValue,
     DateValue,
     Filter,
     Include,
@@ -51,6 +52,7 @@ from samplan.fhir.search import (
     StringValue,
     TokenValue,
 )
+from samplan.store.database import create_reader
 from samplan.store.tables import (
     INDEX_TABLES,
     idx_date,
@@ -122,6 +124,11 @@ _RESOURCE_COLUMNS = (
 )
 
 
+_READ_COLUMNS = "resource_type, resource_id, version_id, last_updated, deleted, content"
+_READ_SQLITE = f"SELECT {_READ_COLUMNS} FROM resources WHERE resource_type = ? AND resource_id = ?"
+_READ_PG = f"SELECT {_READ_COLUMNS} FROM resources WHERE resource_type = $1 AND resource_id = $2"
+
+
 def _row_to_stored(row: Any, method: str = "") -> StoredResource:
     return StoredResource(
         row.resource_type,
@@ -142,6 +149,8 @@ class Repository:
         self.tz = tz
         self.base_url = base_url
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # A read by id is one statement: run it without BEGIN/ROLLBACK around it.
+        self._reader = create_reader(engine)
         self.before_commit: list[BeforeCommit] = []
         # SQLite has one writer at a time; queue them here rather than in busy-wait.
         self._sqlite_write_lock = asyncio.Lock()
@@ -150,12 +159,22 @@ class Repository:
     # -- reads ---------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        stmt = select(*_RESOURCE_COLUMNS).where(
-            resources.c.resource_type == resource_type, resources.c.resource_id == resource_id
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
-        return _row_to_stored(row) if row else None
+        # The hottest query goes to the driver itself (issue 7): through SQLAlchemy's
+        # cursor adaptation it is a BEGIN, a cursor, a fetch and a ROLLBACK, each a
+        # round trip (on SQLite a hop to the driver's thread); here it is one.
+        raw = await self._reader.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            if self.is_sqlite:
+                rows = await driver.execute_fetchall(_READ_SQLITE, (resource_type, resource_id))
+                row = rows[0] if rows else None
+            else:
+                row = await driver.fetchrow(_READ_PG, resource_type, resource_id)
+        finally:
+            raw.close()
+        if row is None:
+            return None
+        return StoredResource(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
 
     async def read_many(self, keys: Sequence[tuple[str, str]]) -> list[StoredResource]:
         if not keys:
@@ -209,6 +228,11 @@ class Repository:
     async def search(self, query: SearchQuery) -> SearchPage:
         async with self.engine.connect() as conn:
             return await _search(conn, query)
+
+    async def close(self) -> None:
+        """Dispose of the read pool when it is a pool of its own (SQLite)."""
+        if self._reader is not self.engine and self._reader.pool is not self.engine.pool:
+            await self._reader.dispose()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -396,6 +420,8 @@ def _owner(table: Any, rtype: str, name: str) -> Select[Any]:
 def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
     rtype = query.resource_type
     r = resources.c
+    if flt.values and isinstance(flt.values[0], CareTeamValue):
+        return _care_team_clause(rtype, flt.values[0])
     if flt.name == "_id":
         ids = [v.code for v in flt.values if isinstance(v, TokenValue) and v.code]
         if flt.modifier == "not":
@@ -426,6 +452,24 @@ def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
     sconds = [_string_condition(v) for v in flt.values if isinstance(v, StringValue)]
     key = exact_param(flt.name) if flt.modifier == "exact" else flt.name
     return r.resource_id.in_(_owner(idx_string, rtype, key).where(or_(*sconds)))
+
+
+def _care_team_clause(rtype: str, v: CareTeamValue) -> ColumnElement[bool]:
+    """Resources about a patient of the care teams ``v`` names (an access restriction)."""
+    from samplan.store.access import care_team_patients
+
+    patients = care_team_patients(organisations=v.organisations, roles=v.roles,
+                                  practitioners=v.practitioners, blocked=v.blocked)
+    if patients is None:
+        return false()
+    if rtype == "Patient":
+        return resources.c.resource_id.in_(patients)
+    ref = idx_reference.c
+    about = select(ref.resource_id).where(
+        ref.resource_type == rtype, ref.param == "patient", ref.target_type == "Patient",
+        ref.target_id.in_(patients),
+    )
+    return resources.c.resource_id.in_(about)
 
 
 def _token_condition(v: TokenValue) -> ColumnElement[bool]:

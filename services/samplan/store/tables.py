@@ -164,6 +164,8 @@ subscriptions = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # who wrote the Subscription (security/subscriber.py; NULL: the service itself)
+    Column("subscriber", Text, nullable=True),
     Index("ix_subscriptions_due", "status", "due_at"),
     Index("ix_subscriptions_topic", "topic", "status"),
 )

@@ -23,6 +23,12 @@ changed resource's own patient), ``category`` (the plan's category) and
 the plan's care teams). For an update or delete, the version before counts as
 well as the version after, so a plan moved away from a patient still tells
 that patient's subscribers.
+
+Access (issue 6): a Subscription written through the API keeps its writer's
+access facts (``security/subscriber.py``); a change whose focus that
+principal may not read (the version the event points at; for a deletion the
+one before) is no event for that subscription. The check runs here, in the
+write transaction, with the policy's own functions, and again at delivery.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import orjson
 from samplan.fhir.dates import now_us
 from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
+from samplan.security.guard import AccessControl, current_principal
+from samplan.security.subscriber import SubscriberAccess, principal_of, screen
 from samplan.store.repository import Change, WriteTx
 from samplan.subscriptions import store
 from samplan.subscriptions.model import ChannelConfig, FilterCriterion, read_config, sealed_secret
@@ -107,6 +115,8 @@ class Matcher:
         self.base_url = base_url
         self.tz = tz
         self.listeners: list[Callable[[], None]] = []
+        #: reach of subscribers (set by ``service.install``; None: events are not screened)
+        self.control: AccessControl | None = None
 
     async def __call__(self, tx: WriteTx) -> None:
         if not tx.changes:
@@ -125,6 +135,8 @@ class Matcher:
 
     async def _sync(self, tx: WriteTx, changes: list[Change]) -> None:
         now = now_us()
+        writer = current_principal()  # None: the service itself (worker status changes)
+        subscriber = SubscriberAccess.of(writer).to_json() if writer is not None else None
         for change in changes:
             sid = change.resource.resource_id
             if change.body is None:
@@ -142,6 +154,7 @@ class Matcher:
                 tx.conn, subscription_id=sid, version_id=change.resource.version_id,
                 status=str(change.body.get("status")), config=config,
                 secret=sealed_secret(change.body), now=now,
+                subscriber=subscriber, keep_subscriber=writer is None,
             )
 
     # -- changes -> events ------------------------------------------------------------------
@@ -154,30 +167,52 @@ class Matcher:
         live = await store.live_for_topics(tx.conn, hit)
         if not live:
             return False
-        events: dict[str, list[store.NewEvent]] = {}
+        matched: list[tuple[str, str | None, Change]] = []
         for change in changes:
             stored = change.resource
             interaction = interaction_of(change)
-            candidates: list[tuple[str, ChannelConfig]] = []
-            for sid, config in live:
+            candidates: list[tuple[str, ChannelConfig, str | None]] = []
+            for sid, config, subscriber in live:
                 topic = self.topics.get(config.topic)
                 if topic is not None and topic.triggers_on(stored.resource_type, interaction):
-                    candidates.append((sid, config))
+                    candidates.append((sid, config, subscriber))
             if not candidates:
                 continue
             context = await self._agreement(tx, change)
             if context is None:
                 continue
-            for sid, config in candidates:
-                if context.satisfies(config.filters):
-                    events.setdefault(sid, []).append(store.NewEvent(
-                        stored.resource_type, stored.resource_id, stored.version_id,
-                        stored.method or "PUT", stored.last_updated,
-                    ))
+            matched.extend((sid, subscriber, change) for sid, config, subscriber in candidates
+                           if context.satisfies(config.filters))
+        events: dict[str, list[store.NewEvent]] = {}
+        for sid, _, change in await self._readable(tx, matched):
+            stored = change.resource
+            events.setdefault(sid, []).append(store.NewEvent(
+                stored.resource_type, stored.resource_id, stored.version_id,
+                stored.method or "PUT", stored.last_updated,
+            ))
         now = now_us()
         for sid in sorted(events):  # one lock order for every writer: no deadlocks
             await store.append_events(tx.conn, sid, events[sid], now)
         return bool(events)
+
+    async def _readable(
+        self, tx: WriteTx, matched: list[tuple[str, str | None, Change]]
+    ) -> list[tuple[str, str | None, Change]]:
+        """The matches whose focus their subscriber may read (reach asked in this tx)."""
+        if self.control is None:
+            return matched
+        by_subscriber: dict[str, list[int]] = {}
+        for i, (_, subscriber, _) in enumerate(matched):
+            if subscriber is not None:
+                by_subscriber.setdefault(subscriber, []).append(i)
+        dropped: set[int] = set()
+        for subscriber, indexes in by_subscriber.items():
+            focuses = [(matched[i][2].resource.resource_type,
+                        matched[i][2].body or _previous_body(matched[i][2])) for i in indexes]
+            verdicts = await screen(self.control, [principal_of(subscriber)], focuses,
+                                    conn=tx.conn)
+            dropped.update(i for i, v in zip(indexes, verdicts, strict=True) if not v.visible)
+        return [m for i, m in enumerate(matched) if i not in dropped]
 
     def _rows(self, body: dict[str, Any]) -> Any:
         return extract(body, REGISTRY[body["resourceType"]], self.tz, self.base_url)

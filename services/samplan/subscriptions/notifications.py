@@ -20,12 +20,17 @@ focus with ``request`` (the method that made the version) and ``response``
 (``etag`` = the version); ``full-resource`` adds the resource as it was stored
 at that version (the stored bytes, embedded without re-serialising). A
 deletion has no resource.
+
+Access (``security/subscriber.py``): an event the recipient may no longer
+see is *withheld*: its ``notification-event`` keeps the number and timestamp
+(so there is no gap) but has no focus, and it has no entry. A full-resource
+entry carries the resource only where the recipient may read its type.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -63,6 +68,7 @@ def status_parameters(
     events: Sequence[EventRow] = (),
     errors: Sequence[dict[str, Any]] = (),
     extra: Sequence[dict[str, Any]] = (),
+    withheld: Collection[int] = (),
 ) -> dict[str, Any]:
     """The SubscriptionStatus (R4: Parameters) of one notification or query."""
     parameters: list[dict[str, Any]] = [
@@ -81,7 +87,7 @@ def status_parameters(
             {"name": "event-number", "valueString": str(event.event_number)},
             {"name": "timestamp", "valueInstant": _instant(event.occurred_at)},
         ]
-        if content != "empty":
+        if content != "empty" and event.event_number not in withheld:
             parts.append({"name": "focus", "valueReference": {
                 "reference": f"{base_url}/{event.focus_type}/{event.focus_id}"}})
         parameters.append({"name": "notification-event", "part": parts})
@@ -120,6 +126,7 @@ def bundle(
     events: Sequence[EventRow] = (),
     content: Content = "empty",
     contents: Mapping[FocusKey, bytes | None] | None = None,
+    withheld: Collection[int] = (),
 ) -> bytes:
     """A notification Bundle (type ``history``), the status Parameters first."""
     at = _instant(now_us())
@@ -136,7 +143,7 @@ def bundle(
         entries.extend(
             _focus_entry(base_url, ev, content,
                          contents.get((ev.focus_type, ev.focus_id, ev.focus_version)))
-            for ev in events
+            for ev in events if ev.event_number not in withheld
         )
     return orjson.dumps({
         "resourceType": "Bundle",

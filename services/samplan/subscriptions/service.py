@@ -23,9 +23,11 @@ from samplan.fhir.dates import from_us, now_us
 from samplan.fhir.errors import BadRequest, Gone, NotFound
 from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
 from samplan.fhir.resource import WRITE_CHECKS, instant
+from samplan.security.guard import AccessControl
+from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
 from samplan.store.repository import Repository
-from samplan.subscriptions import notifications, store
+from samplan.subscriptions import delivery, notifications, store
 from samplan.subscriptions.matching import Matcher
 from samplan.subscriptions.model import CONTENTS, Content, SubscriptionCheck
 from samplan.subscriptions.signing import SecretBox
@@ -33,6 +35,7 @@ from samplan.subscriptions.topics import TopicRegistry
 
 if TYPE_CHECKING:
     from samplan.api.deps import Services
+    from samplan.security.guard import GuardedFhirService
     from samplan.subscriptions.worker import Worker
 
 EXTRAS_KEY = "subscriptions"
@@ -162,8 +165,14 @@ class SubscriptionFeature:
     # -- $events -------------------------------------------------------------------------------
 
     async def events(self, subscription_id: str, *, since: str | None, until: str | None,
-                     content: str | None) -> bytes:
-        """``$events``: the kept events in a number range, as one notification Bundle."""
+                     content: str | None, guard: GuardedFhirService | None = None) -> bytes:
+        """``$events``: the kept events in a number range, as one notification Bundle.
+
+        Screened like a delivery, for the Subscription's writer *and* the caller
+        (``guard``): events either may not see now are withheld (number only),
+        full resources need read scope. What is shown is logged (``notify``
+        entries, committed before this returns).
+        """
         await self._live_resource(subscription_id)
         low = _event_number(since, "eventsSinceNumber") or 1
         high = _event_number(until, "eventsUntilNumber")
@@ -177,17 +186,28 @@ class SubscriptionFeature:
             shape: Content = content or state.config.content
             rows = await store.events_between(conn, subscription_id, low, high,
                                               MAX_EVENTS_PER_QUERY)
-            contents = {}
-            if shape == "full-resource" and rows:
-                contents = await store.focus_contents(
-                    conn, [(ev.focus_type, ev.focus_id, ev.focus_version) for ev in rows])
+            control = guard.control if guard is not None else self.matcher.control
+            recipients = [principal_of(state.subscriber)]
+            if guard is not None:
+                recipients.append(guard.principal)
+            screened = (await delivery.screen_events(conn, control, recipients, rows, shape)
+                        if control is not None
+                        else delivery.Screened(frozenset(), {}, {}))
+        if control is not None and guard is not None:
+            query = (f"Subscription/{subscription_id}/$events?eventsSinceNumber={low}"
+                     + (f"&eventsUntilNumber={high}" if high is not None else "")
+                     + f"&content={shape}")
+            await control.log(delivery.notification_records(
+                guard.principal, subscription_id, rows, screened, description=query,
+                client_ip=guard.client_ip))
         parameters = notifications.status_parameters(
             base_url=self.settings.base_url, subscription_id=state.id, topic=state.topic,
             status=state.status, kind="query-event", events_count=state.events_count,
-            content=shape, events=rows,
+            content=shape, events=rows, withheld=screened.withheld,
         )
         return notifications.bundle(base_url=self.settings.base_url, parameters=parameters,
-                                    events=rows, content=shape, contents=contents)
+                                    events=rows, content=shape, contents=screened.contents,
+                                    withheld=screened.withheld)
 
 
 def _event_number(value: str | None, name: str) -> int | None:
@@ -230,6 +250,7 @@ def install(settings: Settings, repo: Repository) -> SubscriptionFeature:
     WRITE_CHECKS[:] = [c for c in WRITE_CHECKS if not isinstance(c, SubscriptionCheck)]
     WRITE_CHECKS.append(feature.check)
     repo.before_commit[:] = [h for h in repo.before_commit if not isinstance(h, Matcher)]
+    feature.matcher.control = AccessControl(repo, hook=False)
     repo.before_commit.append(feature.matcher)
     contributor = _advertise(feature.topics)
     CONTRIBUTORS[:] = [c for c in CONTRIBUTORS

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, false, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from samplan.store.tables import (
@@ -65,6 +65,7 @@ class SubscriptionState:
     last_error: str | None
     created_at: int
     updated_at: int
+    subscriber: str | None = None  # security.subscriber.SubscriberAccess as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class NewEvent:
 
 _STATE_COLUMNS = (s.id, s.topic, s.status, s.version_id, s.config, s.secret, s.events_count,
                   s.due_at, s.lease_owner, s.lease_until, s.handshake_attempts, s.last_sent_at,
-                  s.last_error, s.created_at, s.updated_at)
+                  s.last_error, s.created_at, s.updated_at, s.subscriber)
 _EVENT_COLUMNS = (e.subscription_id, e.event_number, e.focus_type, e.focus_id, e.focus_version,
                   e.method, e.occurred_at, e.state, e.attempts, e.next_attempt_at,
                   e.delivered_at, e.last_error)
@@ -105,7 +106,7 @@ def _state(row: Any) -> SubscriptionState:
         row.id, row.topic, row.status, row.version_id, ChannelConfig.from_json(row.config),
         row.secret, row.events_count, row.due_at, row.lease_owner, row.lease_until,
         row.handshake_attempts, row.last_sent_at, row.last_error, row.created_at,
-        row.updated_at,
+        row.updated_at, row.subscriber,
     )
 
 
@@ -118,13 +119,15 @@ def _event(row: Any) -> EventRow:
 
 async def live_for_topics(
     conn: AsyncConnection, topics: Iterable[str]
-) -> list[tuple[str, ChannelConfig]]:
-    """The subscriptions still collecting events on these topics, by id."""
+) -> list[tuple[str, ChannelConfig, str | None]]:
+    """The subscriptions still collecting events on these topics, by id, with their
+    subscriber's access facts (JSON; None: the service itself)."""
     rows = await conn.execute(
-        select(s.id, s.config).where(s.topic.in_(list(topics)), s.status.in_(LIVE))
+        select(s.id, s.config, s.subscriber).where(s.topic.in_(list(topics)),
+                                                   s.status.in_(LIVE))
         .order_by(s.id)
     )
-    return [(row.id, ChannelConfig.from_json(row.config)) for row in rows]
+    return [(row.id, ChannelConfig.from_json(row.config), row.subscriber) for row in rows]
 
 
 async def append_events(
@@ -187,8 +190,14 @@ async def sync_state(
     config: ChannelConfig,
     secret: str | None,
     now: int,
+    subscriber: str | None = None,
+    keep_subscriber: bool = False,
 ) -> None:
     """Make the state row follow a newly written version of the Subscription resource.
+
+    ``subscriber``: the access facts of the principal who wrote it (JSON, see
+    ``security/subscriber.py``); ``keep_subscriber`` when the service itself
+    wrote the version (the worker's status changes): the facts stay.
 
     A move to ``requested`` (a client wrote it) restarts the handshake and puts
     dead-lettered events back in the queue; ``active`` (the worker's handshake
@@ -203,6 +212,8 @@ async def sync_state(
         "topic": config.topic, "status": status, "version_id": version_id,
         "config": config_json, "secret": secret, "updated_at": now,
     }
+    if not keep_subscriber or old is None:
+        values["subscriber"] = subscriber
     if old is None:
         await conn.execute(insert(subscriptions).values(
             id=subscription_id, events_count=0, handshake_attempts=0, created_at=now,
@@ -384,6 +395,26 @@ async def focus_contents(
             found[(row.resource_type, row.resource_id, row.version_id)] = (
                 None if row.deleted else row.content
             )
+    return found
+
+
+async def focus_bodies(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], bytes | None]:
+    """The bytes that decide who may see each focus version: that version, or for a
+    deletion the last version before it (None when nothing is kept)."""
+    wanted = list(dict.fromkeys(keys))
+    found = await focus_contents(conn, wanted)
+    v = resource_versions.c
+    for key in wanted:
+        if found.get(key) is not None:
+            continue
+        rtype, rid, number = key
+        found[key] = (await conn.execute(
+            select(v.content).where(v.resource_type == rtype, v.resource_id == rid,
+                                    v.version_id < number, v.deleted == false())
+            .order_by(v.version_id.desc()).limit(1)
+        )).scalar()
     return found
 
 

@@ -19,6 +19,11 @@ work as its own task:
   of the Subscription re-handshakes and re-queues the dead letters).
 * idle with a ``backport-heartbeat-period``: send a heartbeat when it is due.
 
+Each notification carries only what the Subscription's writer may read now
+(``delivery.screen_events``: events outside their reach are withheld, full
+resources only with read scope), and a delivered one leaves a ``notify``
+entry per patient in the access log, written with the "delivered" mark.
+
 Status changes are written as new versions of the Subscription resource (so a
 client reading it, or its history, sees them). Delivery is at-least-once: an
 event is marked delivered after the receiver's 2xx, so a crash between the two
@@ -42,7 +47,10 @@ import httpx
 import orjson
 
 from samplan.fhir.dates import now_us
+from samplan.security.guard import AccessControl
+from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
+from samplan.store import audit as audit_store
 from samplan.store.repository import Repository, WriteTx
 from samplan.subscriptions import delivery, notifications, store
 from samplan.subscriptions.signing import SecretBox
@@ -83,8 +91,10 @@ class Worker:
         *,
         name: str | None = None,
         rng: random.Random | None = None,
+        control: AccessControl | None = None,
     ) -> None:
         self.repo = repo
+        self.control = control or AccessControl(repo, hook=False)
         self.http = http
         self.settings = settings
         self.box = box
@@ -235,7 +245,7 @@ class Worker:
         """Do the next piece of work; True when there may be more right away."""
         now = now_us()
         events: list[EventRow] = []
-        contents: dict[notifications.FocusKey, bytes | None] = {}
+        screened = delivery.Screened(frozenset(), {}, {})
         async with self.repo.engine.connect() as conn:
             state = await store.load_state(conn, subscription_id)
             if state is None or state.lease_owner != self.owner:
@@ -244,9 +254,10 @@ class Worker:
                 pending = await store.pending_events(conn, subscription_id,
                                                      state.config.max_count)
                 events = [ev for ev in pending if ev.next_attempt_at <= now]
-                if events and state.config.content == "full-resource":
-                    contents = await store.focus_contents(
-                        conn, [(ev.focus_type, ev.focus_id, ev.focus_version) for ev in events])
+                if events:
+                    screened = await delivery.screen_events(
+                        conn, self.control, [principal_of(state.subscriber)], events,
+                        state.config.content)
         if state.status == "requested":
             if state.due_at is not None and state.due_at > now:
                 return False
@@ -254,7 +265,7 @@ class Worker:
         if state.status != "active":
             return False
         if events:
-            return await self._notify(state, events, contents)
+            return await self._notify(state, events, screened)
         heartbeat = state.config.heartbeat
         if heartbeat and now >= (state.last_sent_at or state.updated_at) + heartbeat * _US:
             await self._heartbeat(state)
@@ -279,15 +290,17 @@ class Worker:
 
     def _body(self, state: SubscriptionState, kind: notifications.NotificationType,
               status: str, events: list[EventRow] | None = None,
-              contents: dict[notifications.FocusKey, bytes | None] | None = None) -> bytes:
+              screened: delivery.Screened | None = None) -> bytes:
+        withheld = screened.withheld if screened is not None else frozenset()
         parameters = notifications.status_parameters(
             base_url=self.base_url, subscription_id=state.id, topic=state.topic, status=status,
             kind=kind, events_count=state.events_count, content=state.config.content,
-            events=events or (),
+            events=events or (), withheld=withheld,
         )
         return notifications.bundle(base_url=self.base_url, parameters=parameters,
                                     events=events or (), content=state.config.content,
-                                    contents=contents)
+                                    contents=screened.contents if screened else None,
+                                    withheld=withheld)
 
     async def _attempt(self, tx: WriteTx, state: SubscriptionState, kind: str,
                        result: delivery.DeliveryResult, events: Sequence[EventRow] = ()) -> None:
@@ -331,10 +344,10 @@ class Worker:
         return result.ok and still_mine
 
     async def _notify(self, state: SubscriptionState, events: list[EventRow],
-                      contents: dict[notifications.FocusKey, bytes | None]) -> bool:
+                      screened: delivery.Screened) -> bool:
         if not await self._ensure_lease(state):
             return False
-        body = self._body(state, "event-notification", "active", events, contents)
+        body = self._body(state, "event-notification", "active", events, screened)
         result = await self._send(state, body)
         now = now_us()
         numbers = [ev.event_number for ev in events]
@@ -344,6 +357,12 @@ class Worker:
                 still_mine = await store.renew(tx.conn, state.id, self.owner, lease,
                                                last_sent_at=now, last_error=None)
                 await store.mark_delivered(tx.conn, state.id, numbers, now)
+                span = (f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"{numbers[0]}")
+                await audit_store.append(tx.conn, delivery.notification_records(
+                    principal_of(state.subscriber), state.id, events, screened,
+                    description=f"notification (event {span}, {state.config.content}) "
+                                f"to {state.config.endpoint}",
+                ))
             else:
                 attempts = max(ev.attempts for ev in events) + 1
                 dead = attempts >= self.settings.subscriptions_max_attempts
