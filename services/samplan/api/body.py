@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import Request
 
+from samplan.api.responses import JSON_CONTENT_TYPES
 from samplan.fhir.errors import PayloadTooLarge, UnsupportedMediaType
 from samplan.fhir.resource import parse_json
+from samplan.settings import Settings
 
 
 def media_type(request: Request) -> str:
@@ -37,3 +39,11 @@ async def read_json(
             f"Content-Type {kind or '(none)'!r} is not accepted here; use {' or '.join(accepted)}."
         )
     return parse_json(await read_body(request, limit), max_depth=max_depth)
+
+
+async def read_body_json(
+    request: Request, settings: Settings, accepted: tuple[str, ...] = JSON_CONTENT_TYPES
+) -> Any:
+    """The request's JSON under the configured size and depth limits."""
+    return await read_json(request, limit=settings.max_body_bytes,
+                           max_depth=settings.max_json_depth, accepted=accepted)

@@ -25,10 +25,9 @@ from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from samplan.api.auth import FhirDep, get_fhir, get_principal
-from samplan.api.body import media_type, read_body, read_json
+from samplan.api.body import media_type, read_body, read_body_json
 from samplan.api.deps import ServicesDep, get_services
 from samplan.api.responses import (
-    JSON_CONTENT_TYPES,
     FhirResponse,
     prefer_return,
     prefer_strict,
@@ -59,8 +58,7 @@ async def batch_or_transaction(
 ) -> Response:
     """Process a batch or transaction Bundle."""
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=JSON_CONTENT_TYPES)
+    body = await read_body_json(request, s)
     await fhir.check_bundle(body)
     processor = BundleProcessor(fhir,
                                 return_representation=prefer_return(prefer) == "representation")
@@ -129,8 +127,7 @@ async def create(
     """Create a resource with a server-assigned id (conditionally with If-None-Exist)."""
     fhir.resource_type(resource_type, "create")
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=JSON_CONTENT_TYPES)
+    body = await read_body_json(request, s)
     result = await fhir.create(resource_type, body, if_none_exist=if_none_exist)
     return write_response(result.stored, status=201 if result.created else 200,
                           base_url=s.base_url, prefer=prefer, location=True,
@@ -174,8 +171,7 @@ async def update(
     """Update a resource, or create it with this id (If-Match for optimistic locking)."""
     fhir.resource_type(resource_type, "update")
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=JSON_CONTENT_TYPES)
+    body = await read_body_json(request, s)
     result = await fhir.update(resource_type, resource_id, body, if_match=if_match)
     return write_response(result.stored, status=201 if result.created else 200,
                           base_url=s.base_url, prefer=prefer, location=True,
@@ -195,8 +191,7 @@ async def patch(
     """Apply a JSON Patch (application/json-patch+json) to a resource."""
     fhir.resource_type(resource_type, "patch")
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=("application/json-patch+json",))
+    body = await read_body_json(request, s, ("application/json-patch+json",))
     result = await fhir.patch(resource_type, resource_id, body, if_match=if_match)
     return write_response(result.stored, status=200, base_url=s.base_url, prefer=prefer,
                           location=False, warnings=result.warnings)

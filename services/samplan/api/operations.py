@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from samplan.agreement.notes import AgreementNotes
 from samplan.api.auth import FhirDep
-from samplan.api.body import read_json
+from samplan.api.body import read_body_json
 from samplan.api.deps import ServicesDep
-from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse
+from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import (
     BadRequest,
     FhirError,
@@ -55,8 +55,7 @@ async def validate(
     """Validate a resource against R4, our rules and its profiles, without storing it."""
     services.fhir.resource_type(resource_type)
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=JSON_CONTENT_TYPES)
+    body = await read_body_json(request, s)
     resource, profiles = _resource_from_parameters(body)
     if profile:
         profiles.append(profile)
@@ -112,8 +111,7 @@ async def extract(request: Request, services: ServicesDep, fhir: FhirDep) -> Res
     from samplan.mapping.questionnaire import extract as extract_note
 
     s = services.settings
-    body = await read_json(request, limit=s.max_body_bytes, max_depth=s.max_json_depth,
-                           accepted=JSON_CONTENT_TYPES)
+    body = await read_body_json(request, s)
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         found = [p.get("resource") for p in body.get("parameter") or []
                  if p.get("name") == "questionnaire-response"]
