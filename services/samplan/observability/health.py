@@ -7,34 +7,12 @@ Kubernetes keep traffic away until ``samplan migrate`` has run.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import Issue, operation_outcome
-from samplan.store import migrate
-
-
-@lru_cache(maxsize=1)
-def head_revision() -> str | None:
-    """The newest migration revision shipped with this code."""
-    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
-    return script.get_current_head()
-
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at (None when it was never migrated)."""
-    async with engine.connect() as conn:
-        has_table = await conn.run_sync(
-            lambda sync: sync.dialect.has_table(sync, "alembic_version"))
-        if not has_table:
-            return None
-        row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
-    return None if row is None else str(row[0])
+from samplan.store.migrate import current_revision, head_revision
 
 
 def _unavailable(diagnostics: str) -> Response:

@@ -31,12 +31,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from samplan.fhir.dates import now_us
 from samplan.fhir.registry import REGISTRY as FHIR_TYPES
-from samplan.store.tables import subscription_events
+from samplan.subscriptions.store import outbox_backlog
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
@@ -104,13 +103,7 @@ def read_pool(engine: AsyncEngine) -> None:
 
 
 async def read_outbox(engine: AsyncEngine) -> None:
-    e = subscription_events.c
-    async with engine.connect() as conn:
-        rows = (await conn.execute(
-            select(e.state, func.count(), func.min(e.occurred_at))
-            .where(e.state.in_(("pending", "dead"))).group_by(e.state)
-        )).all()
-    found = {state: (count, oldest) for state, count, oldest in rows}
+    found = await outbox_backlog(engine)
     pending, oldest = found.get("pending", (0, None))
     OUTBOX_PENDING.set(pending)
     OUTBOX_DEAD.set(found.get("dead", (0, None))[0])

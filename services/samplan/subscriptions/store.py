@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, false, func, insert, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from samplan.store.tables import (
     idx_reference,
@@ -465,3 +465,14 @@ async def oldest_event(conn: AsyncConnection, subscription_id: str) -> int | Non
         select(func.min(e.event_number)).where(e.subscription_id == subscription_id)
     )).scalar()
     return int(value) if value is not None else None
+
+
+async def outbox_backlog(engine: AsyncEngine) -> dict[str, tuple[int, int | None]]:
+    """Per state ("pending", "dead"): how many events, and when the oldest occurred (µs)."""
+    e = subscription_events.c
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            select(e.state, func.count(), func.min(e.occurred_at))
+            .where(e.state.in_(("pending", "dead"))).group_by(e.state)
+        )).all()
+    return {str(state): (int(count), oldest) for state, count, oldest in rows}
