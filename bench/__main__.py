@@ -126,11 +126,17 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
         raise SystemExit(f"{backend}: no CarePlans in the database")
 
     for mode in MODES:
+        headers = {**mode.headers, **(mode.auth(args.workdir) if mode.auth else {})}
+        latency = [s for s in args.scenarios if s.latency]
         with ExitStack() as stack:
             origin = stack.enter_context(servers.samplan(url, log_dir=args.workdir, env=mode.env))
             capability = httpx.get(f"{origin}/fhir/metadata", timeout=30,
-                                   headers=mode.headers).json()
-            features = server_features(capability)
+                                   headers=headers).json()
+            if mode.auth:
+                check_auth(origin, sample, headers)
+            spec = httpx.get(f"{origin}/openapi.json", timeout=60)
+            features = server_features(capability, spec.json() if spec.status_code == 200
+                                       else None)
             ceiling_origin = None
             if not args.no_ceiling:
                 ceiling_origin = stack.enter_context(
@@ -138,6 +144,8 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
             plan: list[tuple[str, Scenario]] = []
             compares = {s.compare for s in args.scenarios}
             for s in args.scenarios:
+                if s.latency:
+                    continue
                 for c in CEILING:  # each ceiling scenario just before its first user
                     if ceiling_origin and c.name in compares and c.name == s.compare \
                             and ("ceiling", c) not in plan:
@@ -155,7 +163,62 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
                 assert origin_of is not None
                 rows.append(measure(origin_of, s, sample, args, backend=backend,
                                     mode=mode.name, target=target,
-                                    headers=mode.headers if target == "samplan" else {}))
+                                    headers=headers if target == "samplan" else {}))
+        for s in latency:
+            if mode.auth:
+                rows.append(report.Row(
+                    backend, mode.name, "samplan", s.name, s.title, s.compare, "", 0, 0, 0,
+                    float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, {},
+                    skipped="measured with auth off only (its CarePlan has no CareTeam)"))
+                continue
+            rows.append(measure_notify(url, s, args, backend=backend, mode=mode))
+
+
+def check_auth(origin: str, sample: Sample, headers: dict[str, str]) -> None:
+    """With auth on, the token must reach the dataset: a few reads must answer 200, not 404."""
+    paths = [f"/fhir/CarePlan/{i}" for i in sample.careplans[:5]]
+    paths += [f"/fhir/Patient/{p}" for p in sample.patients[:5]]
+    for path in paths:
+        got = httpx.get(origin + path, headers=headers, timeout=30)
+        if got.status_code != 200:
+            raise SystemExit(f"auth+audit: GET {path} answered {got.status_code} with the "
+                             f"bench's token: {got.text[:300]}")
+        bare = httpx.get(origin + path, timeout=30)
+        if bare.status_code != 401:
+            raise SystemExit(f"auth+audit: GET {path} without a token answered "
+                             f"{bare.status_code}, not 401: is auth on?")
+    log(f"auth+audit: {len(paths)} reads with the bench's token answered 200 "
+        "(401 without it)")
+
+
+def measure_notify(url: str, scenario: Scenario, args: argparse.Namespace, *, backend: str,
+                   mode: Any) -> report.Row:
+    """Commit -> receipt latency of rest-hook notifications at a steady write rate.
+
+    A server of its own, started with ``--with-worker`` (the delivery worker in the same
+    process, as a small deployment runs it), and
+    ``samplan.subscriptions.bench.measure_latency``: a local receiver subscribed to one
+    agreement, that agreement's CarePlan updated ``rate`` times a second.
+    """
+    from bench.scenarios import NOTIFY_RATE, NOTIFY_SECONDS
+    from samplan.subscriptions.bench import measure_latency
+
+    seconds = 3.0 if args.quick else NOTIFY_SECONDS
+    writes = round(NOTIFY_RATE * seconds)
+    env = {**mode.env, "SAMPLAN_SUBSCRIPTIONS_ALLOW_PRIVATE_ENDPOINTS": "true"}
+    with servers.samplan(url, log_dir=args.workdir, env=env, args=("--with-worker",)) as origin:
+        started = time.monotonic()
+        got = asyncio.run(measure_latency(f"{origin}/fhir", writes=writes, rate=NOTIFY_RATE))
+        elapsed = time.monotonic() - started
+    row = report.Row(
+        backend=backend, mode=mode.name, target="samplan", scenario=scenario.name,
+        title=scenario.title, compare=scenario.compare, client="measure_latency",
+        seconds=round(elapsed, 3), ok=got.received, rps=got.received / seconds,
+        p50_ms=got.p50_ms, p90_ms=float("nan"), p99_ms=got.p99_ms, max_ms=got.max_ms,
+        errors=got.missing + got.duplicates, conflicts_412=0, statuses={},
+    )
+    log(f"{backend:8} samplan {scenario.name:11} {got}")
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,13 +29,14 @@ LUA_SCRIPT = Path(__file__).with_name("wrk") / "scenario.lua"
 class Workload:
     """What one scenario sends (see bench/scenarios.py)."""
 
-    mode: Literal["get", "update", "post"]
+    mode: Literal["get", "update", "post", "notify"]
     paths: list[str] = field(default_factory=list)  # get/update: pick one at random
     path: str = ""  # post: where to
     templates: list[str] = field(default_factory=list)  # post: bodies with placeholders
     genders: list[str] = field(default_factory=list)
     first: int = 0  # post: the first patient index of this run
     run: str = ""  # post: token in every business identifier
+    content_type: str = "application/fhir+json"  # post: of the body
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -103,6 +104,7 @@ def run_wrk(origin: str, workload: Workload, *, seconds: float, connections: int
         "mode": workload.mode, "paths": workload.paths, "headers": workload.headers,
         "path": workload.path, "templates": workload.templates, "genders": workload.genders,
         "first": workload.first, "stride": connections, "run": workload.run,
+        "content_type": workload.content_type,
     }
     with tempfile.TemporaryDirectory(prefix="samplan-wrk-") as tmp:
         config_file, out_file = Path(tmp) / "config.lua", Path(tmp) / "out.json"
@@ -212,7 +214,7 @@ async def _python(origin: str, workload: Workload, seconds: float,
                     k = n % len(workload.templates)
                     body = fill_template(workload.templates[k], workload.genders[k], n,
                                          workload.run).encode()
-                    headers["Content-Type"] = "application/fhir+json"
+                    headers["Content-Type"] = workload.content_type
                     t0 = time.perf_counter()
                     status, _, _ = await conn.request("POST", workload.path, headers, body)
                 else:

@@ -202,7 +202,21 @@ def shared_pool(
             who = (pid, phsa, f"{given} {family}, {title}, {name}")
             (doctors if k < per_unit // 2 else nurses).append(who)
         pool.append(Unit(unit_id, hsa_id, name, phone, tuple(doctors), tuple(nurses)))
+    resources.append(REGION_ORGANIZATION)
     return pool, resources
+
+
+# One organisation in every CareTeam besides the care unit (the region's primary care,
+# as a care provider): what puts every patient of the dataset in reach of one staff
+# or system token when the benchmark runs with auth on (bench/scenarios.py).
+REGION_ID = "0b6c1f3e-5e8a-4c1e-9a57-52e9b3a1d000"
+REGION_HSA_ID = "SE2321000000-0001"
+REGION_NAME = "Region Kalmar län, primärvården"
+REGION_ORGANIZATION: dict[str, Any] = {
+    "resourceType": "Organization", "id": REGION_ID,
+    "identifier": [{"system": HSA_SYSTEM, "value": REGION_HSA_ID}],
+    "active": True, "name": REGION_NAME,
+}
 
 
 # -- one agreement ----------------------------------------------------------------------------
@@ -283,7 +297,9 @@ def make_agreement(i: int, pool: list[Unit], seed: int, *, token: str | None = N
             for (code, role_display, keyword), member in zip(CONTACT_ROLES, members, strict=True)
         ],
         "managingOrganization": [
-            _ref("Organization", unit.id, {"system": HSA_SYSTEM, "value": unit.hsa_id}, unit.name)
+            _ref("Organization", unit.id, {"system": HSA_SYSTEM, "value": unit.hsa_id}, unit.name),
+            _ref("Organization", REGION_ID, {"system": HSA_SYSTEM, "value": REGION_HSA_ID},
+                 REGION_NAME),
         ],
         "telecom": [{"system": "phone", "value": unit.phone, "use": "work"},
                     {"system": "url", "value": "https://www.1177.se"}],

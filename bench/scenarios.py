@@ -8,21 +8,14 @@ the server's CapabilityStatement does not offer them the scenario is skipped
 and the report says why, so scenarios for features still to come can sit in
 the table before the feature does.
 
-Adding one (see bench/README.md):
-
-* the Patient view, once ``Patient/{id}/$agreement`` exists::
-
-      Scenario("agreement", "Patient/{id}/$agreement", compare="read",
-               workload=lambda s: Workload("get", [f"/fhir/Patient/{p}/$agreement"
-                                                   for p in s.patients]),
-               needs=frozenset({"operation:agreement"}))
-
-* ``$import-note``: a ``post`` workload of keyword notes (templates with
-  placeholders, like the transaction's), ``compare="update"``;
-* auth and audit: a second :class:`Mode` with the server's settings and a
-  bearer token in ``headers`` (bench/__main__.py runs every mode);
-* notification latency needs a receiver and a steady write rate rather than
-  a closed loop: a new ``mode`` in bench/client.py.
+Adding one (see bench/README.md): a name, a title, ``compare``, a function from
+the :class:`Sample` to a :class:`~bench.client.Workload` (``get`` paths, an
+``update``, or ``post`` templates with ``@PNR@``/``@BIRTH@``/``@TOKEN@``
+placeholders and their ``content_type``), and ``needs``. ``latency=True``
+marks a row that is not a load run (``notify``: bench/__main__.py
+``measure_notify``; ``compare="none"``, no ratio). Every scenario runs in every
+:class:`Mode` (auth off; auth+audit with a staff token minted with the server's
+development key).
 """
 
 from __future__ import annotations
@@ -30,6 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from bench import dataset
@@ -50,9 +44,12 @@ class Sample:
 class Scenario:
     name: str
     title: str
-    compare: Literal["read", "update"]
+    compare: Literal["read", "update", "none"]
     workload: Callable[[Sample], Workload]
     needs: frozenset[str] = frozenset()
+    # a latency row (notification commit -> receipt at a steady rate), not a load run:
+    # its own server with --with-worker, no ratio to a ceiling
+    latency: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +59,8 @@ class Mode:
     name: str
     env: dict[str, str]
     headers: dict[str, str] = field(default_factory=dict)
+    # headers that need the server's data directory (a token signed by its dev key)
+    auth: Callable[[Path], dict[str, str]] | None = None
 
 
 def _read(s: Sample) -> Workload:
@@ -78,6 +77,8 @@ def _update(s: Sample) -> Workload:
 
 
 TEMPLATES = 16
+NOTIFY_RATE = 20.0  # writes per second
+NOTIFY_SECONDS = 10.0  # of writes (--quick: 3)
 
 
 def _transaction(s: Sample) -> Workload:
@@ -91,14 +92,39 @@ def _transaction(s: Sample) -> Workload:
                     genders=[g for _, g in made], first=first, run=run)
 
 
+def _agreement(s: Sample) -> Workload:
+    return Workload("get", [f"/fhir/Patient/{p}/$agreement" for p in s.patients],
+                    headers={"Accept": "application/fhir+json"})
+
+
+NOTE_TEMPLATE = Path(__file__).with_name("templates") / "import-note.json"
+
+
+def _import_note(_: Sample) -> Workload:
+    """POST the region's example keyword note, a new noteId and personnummer each time."""
+    rng = random.Random()
+    first = rng.randrange(dataset.BIRTH_DAYS * 100, dataset.BIRTH_DAYS * 400)
+    run = f"note{rng.randrange(16**6):06x}"
+    return Workload("post", path="/fhir/CarePlan/$import-note",
+                    templates=[NOTE_TEMPLATE.read_text(encoding="utf-8")], genders=["female"],
+                    first=first, run=run, content_type="application/json")
+
+
+def _notify(_: Sample) -> Workload:
+    return Workload("notify")  # run by bench/__main__.py: measure_latency, not a load generator
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("read", "read CarePlan by id", "read", _read),
     Scenario("search", "search CarePlan?patient=&_include=CarePlan:care-team", "read", _search),
+    Scenario("agreement", "Patient/{id}/$agreement (FHIR document)", "read", _agreement,
+             needs=frozenset({"operation:agreement"})),
     Scenario("update", "update CarePlan, If-Match", "update", _update),
     Scenario("transaction", "transaction: a full agreement", "update", _transaction),
-    # Still to come (issue 7): "agreement" (Patient/{id}/$agreement, needs
-    # operation:agreement), "import-note" ($import-note), notification latency
-    # once subscriptions exist. See the module docstring.
+    Scenario("import-note", "$import-note: a keyword note, new agreement", "update",
+             _import_note, needs=frozenset({"operation:import-note"})),
+    Scenario("notify", f"notification commit -> receipt (ms), {NOTIFY_RATE:g} writes/s",
+             "none", _notify, latency=True),
 )
 
 # The ceiling app (bench/ceiling.py) implements exactly these two.
@@ -112,17 +138,51 @@ CEILING: tuple[Scenario, ...] = (
 _NO_RATE_LIMIT = {"SAMPLAN_RATE_LIMIT_PER_MINUTE": "0",
                   "SAMPLAN_RATE_LIMIT_UNAUTHENTICATED_PER_MINUTE": "0"}
 
+# Auth on: the server checks a bearer token on every request, computes the caller's
+# reach (the CareTeams naming its organisations) and audits every read and write, as
+# in production. The token is a staff member's (user/*.cruds) signed by the development
+# key the server makes in its SAMPLAN_DATA_DIR (the bench's work directory): care
+# provider = the region organisation that every CareTeam of the dataset names
+# (bench/dataset.py: REGION_HSA_ID), care unit and employee = the unit and author of
+# the example note $import-note posts, so the new agreements are in reach too.
+NOTE_AUTHOR_HSA_ID = "SE2321000073-1001"
+NOTE_CARE_UNIT_HSA_ID = "SE2321000073-2001"
+
+
+def staff_token(data_dir: Path, lifetime_s: int = 4 * 3600) -> str:
+    from samplan.security.devkeys import load_or_create_dev_key
+    from samplan.settings import Settings
+
+    defaults = Settings(auth_enabled=True)
+    return load_or_create_dev_key(data_dir).mint(
+        scopes="user/*.cruds", issuer=defaults.token_issuer, audience=defaults.token_audience,
+        user=NOTE_AUTHOR_HSA_ID, care_unit=NOTE_CARE_UNIT_HSA_ID,
+        care_provider=dataset.REGION_HSA_ID, lifetime_s=lifetime_s)
+
+
+def _bearer(data_dir: Path) -> dict[str, str]:
+    return {"Authorization": f"Bearer {staff_token(data_dir)}"}
+
+
 MODES: tuple[Mode, ...] = (
     Mode("auth off", {"SAMPLAN_AUTH_ENABLED": "false", **_NO_RATE_LIMIT}),
-    # When auth and audit are wired into the API (issue 6):
-    # Mode("auth+audit", {"SAMPLAN_AUTH_ENABLED": "true", **_NO_RATE_LIMIT, ...},
-    #      {"Authorization": "Bearer <token from samplan.security.devkeys>"}),
+    Mode("auth+audit", {"SAMPLAN_AUTH_ENABLED": "true", "SAMPLAN_ENVIRONMENT": "development",
+                        **_NO_RATE_LIMIT}, auth=_bearer),
 )
 
 
-def server_features(capability: dict[str, Any]) -> set[str]:
-    """What a CapabilityStatement offers, as names ``needs`` can use: operation:<name>."""
+def server_features(capability: dict[str, Any],
+                    openapi: dict[str, Any] | None = None) -> set[str]:
+    """What the server offers, as names ``needs`` can use: operation:<name>.
+
+    From the CapabilityStatement and, since SamPlan's does not list its operations
+    (yet), from the ``$name`` path segments of its OpenAPI document.
+    """
     features: set[str] = set()
+    for path in (openapi or {}).get("paths", {}):
+        for segment in path.split("/"):
+            if segment.startswith("$"):
+                features.add(f"operation:{segment[1:]}")
     for rest in capability.get("rest", []):
         for op in rest.get("operation", []):
             features.add(f"operation:{op.get('name', '').lstrip('$')}")

@@ -57,8 +57,9 @@ def _process(command: list[str], env: dict[str, str], health: str, log_path: Pat
 
 
 @contextmanager
-def samplan(database_url: str, *, log_dir: Path, env: dict[str, str]) -> Iterator[str]:
-    """A real `samplan serve` (one worker, as `make run`); yields its origin."""
+def samplan(database_url: str, *, log_dir: Path, env: dict[str, str],
+            args: tuple[str, ...] = ()) -> Iterator[str]:
+    """A real `samplan serve` (one worker, as `make run`), plus ``args``; yields its origin."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     environment = {
@@ -69,7 +70,7 @@ def samplan(database_url: str, *, log_dir: Path, env: dict[str, str]) -> Iterato
         **env,
     }
     samplan_exe = Path(sys.executable).with_name("samplan")
-    command = [str(samplan_exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [str(samplan_exe), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     log = log_dir / f"samplan-serve-{port}.log"
     with _process(command, environment, f"{origin}/healthz", log, "samplan serve"):
         yield origin

@@ -7,7 +7,8 @@
 -- file named by BENCH_WRK_CONFIG (written by bench/client.py), which returns
 --
 --   { mode = "get" | "update" | "post", paths = {...}, headers = {...},
---     -- post: path, templates = {...}, genders = {...}, first = n, stride = C, run = "..." }
+--     -- post: path, templates = {...}, genders = {...}, first = n, stride = C, run = "...",
+--     --       content_type = "application/fhir+json" | "application/json" }
 --
 -- done() writes a JSON summary to BENCH_WRK_OUT: every measured latency (µs),
 -- the count per status of the measured requests (and of the reads that an
@@ -129,7 +130,7 @@ function request()
             :gsub("@TOKEN@", cfg.run .. "-" .. n)
         in_flight = "measured"
         return wrk.format("POST", cfg.path, merged_headers({
-            ["Content-Type"] = "application/fhir+json",
+            ["Content-Type"] = cfg.content_type or "application/fhir+json",
         }), body)
     end
 end
