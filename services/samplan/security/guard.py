@@ -322,10 +322,25 @@ class GuardedFhirService(FhirService):
 
     # ------------------------------------------------------------ helpers
 
-    async def reach(self, grant: ScopeGrant | None = None) -> Reach:
-        if self._reach is None:
-            self._reach = await self.control.reach_of(self.principal)
-        reach = self._reach
+    async def reach(
+        self, grant: ScopeGrant | None = None, *, among: Collection[str | None] | None = None
+    ) -> Reach:
+        """The caller's reach; with ``among``, only as far as those patients are concerned.
+
+        A read by id concerns one resource's patients: asking whether the caller
+        reaches *them* is a few index lookups, while the whole reach of a care
+        provider is every patient it serves (100 000 at county scale), once per read.
+        """
+        if among is not None and self._reach is None and self.principal.kind in (
+            "staff", "system"
+        ):
+            reach = await self.control.reach_of(
+                self.principal, among=[p for p in among if p is not None]
+            )
+        else:
+            if self._reach is None:
+                self._reach = await self.control.reach_of(self.principal)
+            reach = self._reach
         if grant is not None and grant.patient_context_only and not reach.everything:
             own = await self.control.resolve_patient(self.principal.patient)
             reach = replace(reach, patients=reach.patients & ({own} if own else set()),
@@ -378,13 +393,13 @@ class GuardedFhirService(FhirService):
         if resource_type == AUDIT_TYPE:
             return await self._read_audit(resource_id)
         grant = await self._scope(resource_type, "read", resource_id)
-        reach = await self.reach(grant)
         stored = await self.repo.read(resource_type, resource_id)
         missing = NotFound(f"{resource_type}/{resource_id} does not exist.")
         if stored is None:
             raise missing
         body = await self._live_body(stored)
         patients = _patients(resource_type, body)
+        reach = await self.reach(grant, among=patients)
         if not self._visible(reach, resource_type, body):
             await self._log_denied("read", resource_type, resource_id, missing, patients[0])
             raise missing
@@ -403,12 +418,12 @@ class GuardedFhirService(FhirService):
     async def vread(self, resource_type: str, resource_id: str, version: str) -> StoredResource:
         self.resource_type(resource_type, "vread")
         grant = await self._scope(resource_type, "vread", resource_id)
-        reach = await self.reach(grant)
         current = await self.repo.read(resource_type, resource_id)
         missing = NotFound(f"Version {version} of {resource_type}/{resource_id} does not exist.")
         if current is None:
             raise missing
         live = await self._live_body(current)
+        reach = await self.reach(grant, among=_patients(resource_type, live))
         if not self._visible(reach, resource_type, live):
             await self._log_denied("vread", resource_type, resource_id, missing,
                                    _patients(resource_type, live)[0])
