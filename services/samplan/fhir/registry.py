@@ -11,7 +11,7 @@ dotted element names over the JSON, with lists traversed implicitly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 ParamType = Literal["token", "reference", "date", "string"]
 Interaction = Literal[
@@ -26,17 +26,7 @@ Interaction = Literal[
     "search-type",
 ]
 
-ALL_INTERACTIONS: tuple[Interaction, ...] = (
-    "read",
-    "vread",
-    "update",
-    "patch",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
-    "search-type",
-)
+ALL_INTERACTIONS: tuple[Interaction, ...] = get_args(Interaction)
 READ_ONLY: tuple[Interaction, ...] = ("read", "vread", "search-type", "history-instance")
 
 
