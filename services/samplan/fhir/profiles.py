@@ -34,12 +34,16 @@ elements are written ``value.ofType(boolean)``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from samplan.fhir.errors import Issue
 from samplan.fhir.fhirpath import (
@@ -55,6 +59,9 @@ FHIR_BASE = "http://hl7.org/fhir/StructureDefinition/"
 """Canonical prefix of the R4 base definitions (``FHIR_BASE + "Patient"``)."""
 
 _DISCRIMINATORS = frozenset({"value", "pattern"})
+_CLEAN_MAX = 20_000
+# What makes an invariant depend on more than the value it is evaluated on.
+_BEYOND_THE_VALUE = ("%resource", "%rootResource", "now()", "today()", "timeOfDay()")
 _EXTENSION_ELEMENTS = frozenset({"extension", "modifierExtension"})
 _REFERENCE = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
@@ -112,15 +119,24 @@ class _Node:
     slicing_closed: bool = False
     slice_keys: list[_SliceKey] = field(default_factory=list)
     fhirpath_type: str | None = None
+    # What its rules find depends on its own JSON alone (no %resource, no clock):
+    alone: bool = False
+    # is_choice and json_name, worked out once (they are asked for every element checked)
+    _choice: bool = field(init=False, default=False)
+    _key: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self._choice = self.name.endswith("[x]")
+        self._key = self.name.removesuffix("[x]")
 
     @property
     def is_choice(self) -> bool:
-        return self.name.endswith("[x]")
+        return self._choice
 
     @property
     def json_name(self) -> str:
         """The JSON property (for a choice, its prefix: ``value`` of ``value[x]``)."""
-        return self.name.removesuffix("[x]")
+        return self._key
 
     def walk(self) -> Iterator[_Node]:
         yield self
@@ -128,9 +144,12 @@ class _Node:
             yield from node.walk()
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One occurrence of an element in an instance, and where it is."""
+class _Item(NamedTuple):
+    """One occurrence of an element in an instance, and where it is.
+
+    A named tuple: validation makes one per element of the instance, and a tuple
+    is several times cheaper to make than a frozen dataclass (issue 7).
+    """
 
     value: Json
     location: str
@@ -223,6 +242,10 @@ def _reference_type(reference: Mapping[str, Any], root: Mapping[str, Any]) -> st
     return None
 
 
+def _looks_at_value_only(expression: str) -> bool:
+    return not any(word in expression for word in _BEYOND_THE_VALUE)
+
+
 def _short(value: Json) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -257,6 +280,17 @@ class ProfileRegistry:
             for node in profile.root.walk():
                 self._compile(profile, node)
         self._extensions = {p.url: p for p in self._profiles.values() if p.type == "Extension"}
+        decided: dict[str, bool] = {}
+        for profile in self._profiles.values():
+            self._decide_alone(profile, decided)
+        self._extensions_alone = all(decided[url] for url in self._extensions)
+        # Their urls as they appear in JSON (when no character of them is escaped there):
+        # an element whose JSON holds none of them has none of our extensions.
+        plain = all(c not in url and all(ord(ch) >= 0x20 for ch in url)
+                    for url in self._extensions for c in '"\\')
+        self._extension_urls = tuple(url.encode() for url in self._extensions) if plain else None
+        # Digests of (profile, element, JSON) found without issues: see _Run.apply
+        self._clean: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
 
     @classmethod
     def load(cls, directory: Path) -> ProfileRegistry:
@@ -339,9 +373,45 @@ class ProfileRegistry:
                 run.apply(profile, _Item(resource, base))
                 applied = True
         if applied:
-            run.check_known_extensions(_Item(resource, base))
+            run.check_known_extensions(_Item(resource, base), top=True)
         # An extension both sliced in a profile and known by its url is checked twice.
         return list(dict.fromkeys(run.issues))
+
+    # -- what was found without issues before (issue 7) -------------------------------------
+
+    def _decide_alone(self, profile: _Profile, decided: dict[str, bool]) -> bool:
+        """Mark every node of ``profile`` whose rules, with those of the datatype and
+        extension profiles it names, look at nothing but its own JSON; whether the
+        whole profile (its chain included) does."""
+        if profile.url in decided:
+            return decided[profile.url]
+        decided[profile.url] = False  # a cycle of profiles: not alone (conservative)
+
+        def alone(node: _Node) -> bool:
+            result = all(_looks_at_value_only(c.invariant.expression) for c in node.constraints)
+            for url in node.type_profiles:
+                result = self._decide_alone(self._profiles[url], decided) and result
+            for sub in (*node.children.values(), *node.slices.values()):
+                result = alone(sub) and result
+            node.alone = result
+            return result
+
+        whole = alone(profile.root)
+        for step in self._chain(profile)[:-1]:
+            whole = self._decide_alone(step, decided) and whole
+        decided[profile.url] = whole
+        return whole
+
+    def _was_clean(self, digest: tuple[str, str, bytes]) -> bool:
+        if digest in self._clean:
+            self._clean.move_to_end(digest)
+            return True
+        return False
+
+    def _found_clean(self, digest: tuple[str, str, bytes]) -> None:
+        self._clean[digest] = None
+        if len(self._clean) > _CLEAN_MAX:
+            self._clean.popitem(last=False)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -533,6 +603,26 @@ class _Run:
         self.root = root
         self.profile = ""
         self.issues: list[Issue] = []
+        # the JSON of the resource's elements and its digest, by id(): worked out once
+        # per validation (the resource does not change meanwhile)
+        self._json: dict[int, tuple[bytes, bytes] | None] = {}
+
+    def _json_of(self, value: Json) -> tuple[bytes, bytes] | None:
+        """``value`` as JSON, and that JSON's digest; None if it is not JSON."""
+        key = id(value)
+        if key not in self._json:
+            try:
+                text = orjson.dumps(value)
+            except TypeError:
+                self._json[key] = None
+            else:
+                self._json[key] = (text, hashlib.blake2b(text, digest_size=20).digest())
+        return self._json[key]
+
+    def _digest(self, scope: str, name: str, value: Json) -> tuple[str, str, bytes] | None:
+        """The key under which ``value`` is found clean for ``scope``/``name``."""
+        found = self._json_of(value)
+        return None if found is None else (scope, name, found[1])
 
     def issue(
         self, code: str, node: _Node, text: str, where: Iterable[str], severity: str = "error"
@@ -543,25 +633,56 @@ class _Run:
         )
 
     def apply(self, profile: _Profile, item: _Item) -> None:
-        """Every rule of ``profile`` (and of the profiles of ours it derives from) on ``item``."""
+        """Every rule of ``profile`` (and of the profiles of ours it derives from) on ``item``.
+
+        On the resource itself, an element of it whose rules look at its own JSON
+        alone, and whose exact JSON was found without issues under the same profile
+        before, is not checked again (issue 7: a client updating a resource sends
+        most of it back as it was). Not when the resource has ``contained``
+        resources: a ``#`` reference then depends on them.
+        """
+        top = item.value is self.root and "contained" not in self.root
         for step in self.registry._chain(profile):
             self.profile = step.url
-            self.check_item(step.root, item)
+            self.check_item(step.root, item, top=top)
 
-    def check_known_extensions(self, item: _Item) -> None:
+    def check_known_extensions(self, item: _Item, *, top: bool = False) -> None:
         """Apply our extension definitions to every extension that carries their url.
 
         A profile slices only the extensions it names; an extension of ours used
-        anywhere else still has to hold the value its definition says.
+        anywhere else still has to hold the value its definition says. ``top``: on
+        the resource itself, skipping elements found without issues before (as
+        :meth:`apply` does).
         """
         value = item.value
+        if top and self.registry._extensions_alone and isinstance(value, dict) and (
+                "contained" not in value):
+            urls = self.registry._extension_urls
+            for key, sub in value.items():
+                if not isinstance(sub, dict | list):
+                    continue
+                found = self._json_of(sub)
+                if urls is not None and found is not None and not any(
+                        url in found[0] for url in urls):
+                    continue  # none of our extension urls anywhere in it: nothing to apply
+                digest = self._digest("extensions", key, sub)
+                if digest is not None and self.registry._was_clean(digest):
+                    continue
+                count = len(self.issues)
+                self.check_known_extensions(_Item({key: sub}, item.location))
+                if digest is not None and len(self.issues) == count:
+                    self.registry._found_clean(digest)
+            return
         if isinstance(value, list):
             for i, sub in enumerate(value):
-                self.check_known_extensions(_Item(sub, f"{item.location}[{i}]"))
+                if isinstance(sub, dict | list):  # nothing to find in a primitive
+                    self.check_known_extensions(_Item(sub, f"{item.location}[{i}]"))
             return
         if not isinstance(value, dict):
             return
         for key, sub in value.items():
+            if not isinstance(sub, dict | list):
+                continue
             location = f"{item.location}.{key}"
             if key in _EXTENSION_ELEMENTS and isinstance(sub, list):
                 for i, extension in enumerate(sub):
@@ -571,7 +692,7 @@ class _Run:
                         self.apply(definition, _Item(extension, f"{location}[{i}]"))
             self.check_known_extensions(_Item(sub, location))
 
-    def check_item(self, node: _Node, item: _Item) -> None:
+    def check_item(self, node: _Node, item: _Item, *, top: bool = False) -> None:
         """Every rule of ``node`` on one occurrence, then its children and slices."""
         self._check_value(node, item)
         if node.binding is not None:
@@ -584,7 +705,22 @@ class _Run:
             self._check_constraint(node, constraint, item)
         if isinstance(item.value, dict):
             for child in node.children.values():
-                self._check_element(child, item)
+                if top:
+                    self._check_top_element(child, item)
+                else:
+                    self._check_element(child, item)
+
+    def _check_top_element(self, node: _Node, parent: _Item) -> None:
+        """:meth:`_check_element` on an element of the resource, unless found clean before."""
+        value = parent.value.get(node._key) if node.alone and not node._choice else None
+        digest = (self._digest(self.profile, node.id, value)
+                  if isinstance(value, dict | list) else None)
+        if digest is not None and self.registry._was_clean(digest):
+            return
+        count = len(self.issues)
+        self._check_element(node, parent)
+        if digest is not None and len(self.issues) == count:
+            self.registry._found_clean(digest)
 
     def _check_element(self, node: _Node, parent: _Item) -> None:
         """Cardinality, allowed types and slices of ``node`` under one parent occurrence."""
@@ -597,15 +733,15 @@ class _Run:
 
     def _items(self, node: _Node, parent: _Item) -> list[_Item]:
         data = parent.value
-        prefix = node.json_name
-        if node.is_choice:
+        prefix = node._key
+        if node._choice:
             keys = [k for k in data if k.startswith(prefix) and k[len(prefix) :][:1].isupper()]
         else:
             keys = [prefix] if prefix in data else []
         items: list[_Item] = []
         for key in keys:
             step = prefix
-            if node.is_choice:
+            if node._choice:
                 type_name = _choice_type(key, prefix)
                 step = f"{prefix}.ofType({type_name})"
                 if node.choice_types and type_name not in node.choice_types:

@@ -8,8 +8,10 @@ serialised once: the read path never parses or re-dumps it (DESIGN.md).
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,16 +55,19 @@ def parse_json(body: bytes, *, max_depth: int = 64) -> Any:
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """Whether an object or array lies deeper than ``limit`` (the body itself is level 1)."""
+
+    def deeper(node: dict[str, Any] | list[Any], depth: int) -> bool:
         if depth > limit:
             return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
-    return False
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list) and deeper(child, depth + 1):
+                return True
+        return False
+
+    if not isinstance(data, dict | list):
+        return limit < 1
+    return deeper(data, 1)  # recursion stops at limit + 1 levels
 
 
 def require_resource(data: Any, expected_type: str | None = None) -> dict[str, Any]:
@@ -99,6 +104,23 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
             code="value",
         )
     model = model_class(resource_type)
+    parts = _part_digests(resource, resource_type, model)
+    if not _valid_setting_aside_known_parts(resource, resource_type, model, parts):
+        _check_r4(resource, resource_type, model)
+    _remember_valid(parts.values())
+    issues: list[Issue] = []
+    for check in WRITE_CHECKS:
+        issues.extend(check(resource))
+    if issues:
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        if errors:
+            raise Unprocessable.from_issues(errors)
+    return resource
+
+
+def _check_r4(resource: dict[str, Any], resource_type: str,
+              model: type[pydantic.BaseModel]) -> None:
+    """The R4 structure and codes of the whole resource, with fhir.resources."""
     try:
         instance = model.model_validate(resource)
     except pydantic.ValidationError as exc:
@@ -109,13 +131,88 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
     issues = list(_enum_issues(instance, resource_type))
     if issues:
         raise Unprocessable.from_issues(issues)
-    for check in WRITE_CHECKS:
-        issues.extend(check(resource))
-    if issues:
-        errors = [i for i in issues if i.severity in ("error", "fatal")]
-        if errors:
-            raise Unprocessable.from_issues(errors)
-    return resource
+
+
+# -- skipping what was already found valid (issue 7) ----------------------------------------
+#
+# A client updating a resource sends it back whole, most of it as it was: the R4 check
+# of a CarePlan (~60 nested models in fhir.resources) is the costliest part of a write.
+# How fhir.resources checks a resource's element depends on that element's own JSON
+# and nothing else: each is validated as its own model; what the resource itself
+# checks beyond that is which elements are present (required elements, one of a
+# choice, no unknown ones) and primitive values with their ``_x`` siblings. So a
+# complex element whose exact JSON, at the same place, passed before (and had no
+# code outside its value set) passes again: it is set aside, and the rest of the
+# resource is checked with fhir.resources as usual. Set aside are only elements that
+# are optional, not part of a choice, and objects or lists of objects, and only when
+# every key of the resource is a JSON name of its model; when the rest fails, the
+# whole resource is checked again, so errors are exactly those of a full check.
+
+_KNOWN_VALID: OrderedDict[bytes, None] = OrderedDict()
+_KNOWN_VALID_MAX = 20_000
+_SETTABLE_ASIDE: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _settable_aside(
+    resource_type: str, model: type[pydantic.BaseModel]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(every JSON name of the model, those of the elements that may be set aside)."""
+    found = _SETTABLE_ASIDE.get(resource_type)
+    if found is None:
+        names: set[str] = {"resourceType"}
+        aside: set[str] = set()
+        for name, field in model.model_fields.items():
+            alias = field.alias or name
+            names.add(alias)
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if not (field.is_required() or extra.get("one_of_many") or alias.startswith("_")
+                    or name.endswith("__ext") or alias == "resourceType"):
+                aside.add(alias)
+        found = _SETTABLE_ASIDE[resource_type] = (frozenset(names), frozenset(aside))
+    return found
+
+
+def _part_digests(
+    resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel]
+) -> dict[str, bytes]:
+    """A digest of each element of ``resource`` that could be set aside, by JSON name."""
+    names, aside = _settable_aside(resource_type, model)
+    if not resource.keys() <= names:
+        return {}  # an unknown element, or a field by its Python name: check it all
+    digests: dict[str, bytes] = {}
+    for key, value in resource.items():
+        if key in aside and (isinstance(value, dict) or (
+                isinstance(value, list) and value and all(isinstance(v, dict) for v in value))):
+            text = f"{resource_type}.{key}\0".encode() + orjson.dumps(value)
+            digests[key] = hashlib.blake2b(text, digest_size=20).digest()
+    return digests
+
+
+def _valid_setting_aside_known_parts(
+    resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel],
+    parts: dict[str, bytes],
+) -> bool:
+    """Whether ``resource`` passes, found by checking only what was not found valid before;
+    False when nothing is known, or when the rest does not pass (check it all, then)."""
+    known = {key for key, digest in parts.items() if digest in _KNOWN_VALID}
+    if not known:
+        return False
+    rest = {key: value for key, value in resource.items() if key not in known}
+    try:
+        instance = model.model_validate(rest)
+    except pydantic.ValidationError:
+        return False
+    return next(_enum_issues(instance, resource_type), None) is None
+
+
+def _remember_valid(digests: Iterable[bytes]) -> None:
+    for digest in digests:
+        if digest in _KNOWN_VALID:
+            _KNOWN_VALID.move_to_end(digest)
+        else:
+            _KNOWN_VALID[digest] = None
+            if len(_KNOWN_VALID) > _KNOWN_VALID_MAX:
+                _KNOWN_VALID.popitem(last=False)
 
 
 def fhirpath(resource_type: str, loc: tuple[int | str, ...]) -> str:
@@ -146,26 +243,47 @@ def _issue_from_pydantic(resource_type: str, err: Any) -> Issue:
     return Issue(code=code, diagnostics=message, expression=(fhirpath(resource_type, loc),))
 
 
+# (field name, JSON name, the allowed codes if it is a code element with a full list)
+_Field = tuple[str, str, list[Any] | None]
+# per model class: its fields, and each field's place among them
+_FIELDS: dict[type[pydantic.BaseModel], tuple[tuple[_Field, ...], dict[str, int]]] = {}
+
+
+def _fields(cls: type[pydantic.BaseModel]) -> tuple[tuple[_Field, ...], dict[str, int]]:
+    """What :func:`_enum_issues` needs of a model class's fields, worked out once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        fields: list[_Field] = []
+        for name, field in cls.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            allowed = extra.get("enum_values")
+            checked = isinstance(allowed, list) and "+" not in allowed  # "+": cut short
+            fields.append((name, field.alias or name,
+                           allowed if isinstance(allowed, list) and checked else None))
+        found = _FIELDS[cls] = (tuple(fields), {f[0]: i for i, f in enumerate(fields)})
+    return found
+
+
 def _enum_issues(model: pydantic.BaseModel, path: str) -> Iterator[Issue]:
-    """fhir.resources knows each code element's allowed values but does not check them."""
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name, None)
+    """fhir.resources knows each code element's allowed values but does not check them.
+
+    Only the fields the JSON gave are looked at (``model_fields_set``; every other
+    field of a FHIR model is None), in the order of the model's fields.
+    """
+    fields, place = _fields(type(model))
+    values = model.__dict__  # the field values (what getattr would answer, without the lookup)
+    for i in sorted(place[n] for n in model.model_fields_set if n in place):
+        name, alias, allowed = fields[i]
+        value = values.get(name)
         if value is None:
             continue
-        alias = field.alias or name
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        allowed = extra.get("enum_values")
-        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        items = enumerate(value) if isinstance(value, list) else ((None, value),)
         for index, item in items:
-            item_path = f"{path}.{alias}" if index is None else f"{path}.{alias}[{index}]"
             if isinstance(item, pydantic.BaseModel):
+                item_path = f"{path}.{alias}" if index is None else f"{path}.{alias}[{index}]"
                 yield from _enum_issues(item, item_path)
-            elif (
-                isinstance(allowed, list)
-                and "+" not in allowed  # a list fhir.resources cut short: nothing to check
-                and isinstance(item, str)
-                and item not in allowed
-            ):
+            elif allowed is not None and isinstance(item, str) and item not in allowed:
+                item_path = f"{path}.{alias}" if index is None else f"{path}.{alias}[{index}]"
                 yield Issue(
                     code="code-invalid",
                     diagnostics=f"{item!r} is not one of {', '.join(map(str, allowed))}.",
