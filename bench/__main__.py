@@ -169,7 +169,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
                 rows.append(report.Row(
                     backend, mode.name, "samplan", s.name, s.title, s.compare, "", 0, 0, 0,
                     float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, {},
-                    skipped="measured with auth off only (its CarePlan has no CareTeam)"))
+                    skipped="measured with auth and audit off only (its CarePlan has no CareTeam)"))
                 continue
             rows.append(measure_notify(url, s, args, backend=backend, mode=mode))
 

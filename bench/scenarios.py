@@ -14,7 +14,7 @@ the :class:`Sample` to a :class:`~bench.client.Workload` (``get`` paths, an
 placeholders and their ``content_type``), and ``needs``. ``latency=True``
 marks a row that is not a load run (``notify``: bench/__main__.py
 ``measure_notify``; ``compare="none"``, no ratio). Every scenario runs in every
-:class:`Mode` (auth off; auth+audit with a staff token minted with the server's
+:class:`Mode` (auth and audit off; auth+audit with a staff token minted with the server's
 development key).
 """
 
@@ -165,7 +165,8 @@ def _bearer(data_dir: Path) -> dict[str, str]:
 
 
 MODES: tuple[Mode, ...] = (
-    Mode("auth off", {"SAMPLAN_AUTH_ENABLED": "false", **_NO_RATE_LIMIT}),
+    Mode("auth+audit off", {"SAMPLAN_AUTH_ENABLED": "false", "SAMPLAN_AUDIT_ENABLED": "false",
+                            **_NO_RATE_LIMIT}),
     Mode("auth+audit", {"SAMPLAN_AUTH_ENABLED": "true", "SAMPLAN_ENVIRONMENT": "development",
                         **_NO_RATE_LIMIT}, auth=_bearer),
 )

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         True, description="Bearer tokens required; false only for a local demo."
     )
+    audit_enabled: bool = Field(
+        True, description=(
+            "An AuditEvent for every read and write of patient data. false only with auth "
+            "off, outside production (a benchmark's baseline, a demo); refused otherwise."
+        ),
+    )
     token_issuer: str = Field("https://samplan.local/dev", description="Expected `iss` of tokens.")
     token_audience: str = Field(
         "https://samplan.local/fhir", description="Expected `aud` of tokens."
@@ -127,9 +133,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
+        if not self.audit_enabled and self.auth_enabled:
+            raise ValueError("SAMPLAN_AUDIT_ENABLED=false needs SAMPLAN_AUTH_ENABLED=false: "
+                             "real callers' access to patient data is always logged")
         if self.environment == "production":
             if not self.auth_enabled:
                 raise ValueError("SAMPLAN_AUTH_ENABLED=false is not allowed in production")
+            if not self.audit_enabled:
+                raise ValueError("SAMPLAN_AUDIT_ENABLED=false is not allowed in production")
             if self.subscriptions_allow_private_endpoints:
                 raise ValueError("private subscription endpoints are not allowed in production")
             if self.webhook_secret_key is None:

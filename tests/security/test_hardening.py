@@ -216,7 +216,11 @@ class TestErrors:
             raise OperationalError("SELECT content FROM resources WHERE secret = ?",
                                    {"secret": "x"}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(hardened_app.state.services.repo, "read", broken)
+        services = hardened_app.state.services
+        monkeypatch.setattr(services.repo, "read", broken)
+        # a staff read asks for the row and the reach in one statement
+        monkeypatch.setattr(services.extras["access_control"].queries,
+                            "read_with_staff_reach", broken)
         async with connect() as client:
             response = await client.get("/fhir/Patient/abc", headers=bearer(mint, "err"))
         assert response.status_code == 500

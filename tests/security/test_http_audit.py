@@ -117,6 +117,7 @@ class TestWritesLogInTheirTransaction:
             raise RuntimeError("disk full")
 
         monkeypatch.setattr(audit_store, "append", broken)
+        monkeypatch.setattr(audit_store, "append_committed", broken)  # PostgreSQL's read log
         staff = _auth(mint("user/*.rs", care_unit=UNIT_IN))
         app, _ = secure_app_services
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]

@@ -415,3 +415,33 @@ class TestHistoryAndConditionals:
                                             headers=auth)
         assert response.status_code == 412
         assert world.greta not in response.text
+
+
+class TestWritesThatChangeThePatient:
+    """A write is checked on the version it replaces and on the new one (issue 7: the
+    reach is asked among the new version's patients first, and again for the old one's)."""
+
+    async def test_moving_a_plan_in_reach_to_a_patient_out_of_reach_is_403(
+        self, secure_client: httpx.AsyncClient, world: World, mint: Mint
+    ) -> None:
+        auth = {"Authorization": f"Bearer {mint('user/*.cruds', care_unit=UNIT_IN)}"}
+        body = {**_plan(world.olle), "id": world.plan}
+        response = await secure_client.put(f"/fhir/CarePlan/{world.plan}", json=body,
+                                           headers=auth)
+        assert response.status_code == 403, response.text
+        kept = await secure_client.get(f"/fhir/CarePlan/{world.plan}", headers=auth)
+        assert kept.json()["subject"] == {"reference": f"Patient/{world.greta}"}
+
+    async def test_taking_over_a_plan_out_of_reach_for_a_patient_in_reach_is_404(
+        self, secure_client: httpx.AsyncClient, world: World, mint: Mint
+    ) -> None:
+        auth = {"Authorization": f"Bearer {mint('user/*.cruds', care_unit=UNIT_IN)}"}
+        body = {**_plan(world.greta), "id": world.olle_plan}
+        response = await secure_client.put(f"/fhir/CarePlan/{world.olle_plan}", json=body,
+                                           headers=auth)
+        missing = await secure_client.put("/fhir/CarePlan/does-not-exist", headers=auth,
+                                          json={**_plan(world.olle), "id": "does-not-exist"})
+        assert (response.status_code, missing.status_code) == (404, 403)
+        other = {"Authorization": f"Bearer {mint('user/*.cruds', care_unit=UNIT_OUT)}"}
+        kept = await secure_client.get(f"/fhir/CarePlan/{world.olle_plan}", headers=other)
+        assert kept.json()["subject"] == {"reference": f"Patient/{world.olle}"}

@@ -774,3 +774,42 @@ class TestJwksUrl:
         with pytest.raises(Unauthorized) as caught:
             await verifier.verify(sign(ec_key, make_claims()))
         assert caught.value.headers == challenge("signing keys unavailable")
+
+
+class TestVerifiedTokensAreRemembered:
+    """A client sends one token with every request: its signature is checked once."""
+
+    async def test_the_signature_is_checked_once_per_token(
+        self, ec_key: ECKey, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        verifier = make_verifier(StaticJwks(public_jwks(ec_key)))
+        checked: list[str] = []
+        verify_fully = verifier._verify
+
+        async def counting(token: str) -> Any:
+            checked.append(token)
+            return await verify_fully(token)
+
+        monkeypatch.setattr(verifier, "_verify", counting)
+        token, other = sign(ec_key, make_claims()), sign(ec_key, make_claims(scope="user/*.rs"))
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first
+        await verifier.verify(other)
+        assert checked == [token, other]
+
+    async def test_a_remembered_token_still_expires(self, ec_key: ECKey) -> None:
+        clock = FakeClock(NOW)
+        verifier = make_verifier(StaticJwks(public_jwks(ec_key)), clock=clock)
+        token = sign(ec_key, make_claims(exp=NOW + 10))
+        await verifier.verify(token)
+        clock.now = NOW + 10 + 30  # the leeway used up
+        with pytest.raises(Unauthorized) as caught:
+            await verifier.verify(token)
+        assert caught.value.headers == challenge("token expired")
+
+    async def test_a_forged_token_is_never_remembered(self, ec_key: ECKey) -> None:
+        verifier = make_verifier(StaticJwks(public_jwks(ec_key)))
+        forged = sign(ECKey.generate_key("P-256", parameters={"kid": ec_key.kid}), make_claims())
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                await verifier.verify(forged)

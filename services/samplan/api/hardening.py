@@ -197,7 +197,7 @@ class HardeningMiddleware:
         raw_origin = headers.get(b"origin")
         origin = raw_origin.decode("latin-1").rstrip("/") if raw_origin else None
         path = scope["path"]
-        extra = self._security_headers(scope, path)
+        extra = self._security_headers(scope, path, headers)
         allowed = False
         if origin is not None:
             allowed = origin in self.origins
@@ -243,11 +243,12 @@ class HardeningMiddleware:
                 await self._answer(internal_error(), extra, scope, receive, send)
             raise
 
-    def _security_headers(self, scope: Scope, path: str) -> list[tuple[bytes, bytes]]:
+    def _security_headers(self, scope: Scope, path: str,
+                          request_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-content-type-options", b"nosniff"),
                    (b"referrer-policy", b"no-referrer"),
                    (b"x-frame-options", b"DENY")]
-        forwarded = _headers(scope).get(b"x-forwarded-proto", b"")
+        forwarded = request_headers.get(b"x-forwarded-proto", b"")
         if scope.get("scheme") == "https" or self.https_base or forwarded == b"https":
             headers.append((b"strict-transport-security", HSTS.encode()))
         if path == "/docs" or path.startswith("/docs/"):

@@ -106,7 +106,15 @@ class FhirService:
             max_count=self.max_count,
         )
 
-    async def _retrying(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, unit: Callable[[WriteTx], Awaitable[T]], *, writes: dict[str, Any] | None = None
+    ) -> T:
+        """Run ``unit`` in a write transaction, again on a write conflict.
+
+        ``writes``: the one resource ``unit`` writes, when the caller knows it
+        (create, update); subclasses may use it (security/guard.py).
+        """
+        del writes  # nothing to do with it here
         for attempt in range(_RETRIES):
             try:
                 async with self.repo.transaction() as tx:
@@ -180,7 +188,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> WriteResult:
             return await self.create_in(tx, resource, if_none_exist=if_none_exist)
 
-        return await self._retrying(unit)
+        return await self._retrying(unit, writes=resource)
 
     async def create_in(
         self,
@@ -233,7 +241,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> WriteResult:
             return await self.update_in(tx, resource, resource_id, if_match=if_match)
 
-        return await self._retrying(unit)
+        return await self._retrying(unit, writes=resource)
 
     async def update_in(
         self,

@@ -62,9 +62,10 @@ class RequestMiddleware:
         finally:
             metrics.IN_FLIGHT.dec()
             elapsed = metrics.monotonic() - started
-            metrics.observe(scope, status, elapsed)
+            labels = metrics.labels_of(scope, status)
+            metrics.observe(scope, status, elapsed, labels)
             if scope.get("path") not in QUIET_PATHS:
-                interaction, resource_type = metrics.labels_of(scope, status)
+                interaction, resource_type = labels
                 access_log.info(
                     "%s %s %d", scope.get("method"), scope.get("path"), status,
                     extra={"request_id": request_id, "method": scope.get("method"),
@@ -101,13 +102,16 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 def attach(services: Services) -> None:  # noqa: ARG001 (kept for per-app hooks)
-    """Count failed AuditEvent appends (the store function every audit write goes through)."""
+    """Count failed AuditEvent appends (the store functions every audit write goes through)."""
     from samplan.store import audit as audit_store
 
-    append: Any = audit_store.append
-    if getattr(append, "_samplan_counted", False):
-        return
+    for name in ("append", "append_committed"):
+        original: Any = getattr(audit_store, name)
+        if not getattr(original, "_samplan_counted", False):
+            setattr(audit_store, name, _counted(original))
 
+
+def _counted(append: Any) -> Any:
     @functools.wraps(append)
     async def counted(*args: Any, **kwargs: Any) -> None:
         try:
@@ -120,7 +124,7 @@ def attach(services: Services) -> None:  # noqa: ARG001 (kept for per-app hooks)
             raise
 
     counted._samplan_counted = True  # type: ignore[attr-defined]
-    audit_store.append = counted
+    return counted
 
 
 def install_tracing(app: FastAPI) -> None:

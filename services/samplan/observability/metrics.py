@@ -86,8 +86,10 @@ def labels_of(scope: MutableMapping[str, Any], status: int | None) -> tuple[str,
     return str(interaction), resource_type
 
 
-def observe(scope: MutableMapping[str, Any], status: int, seconds: float) -> None:
-    interaction, resource_type = labels_of(scope, status)
+def observe(scope: MutableMapping[str, Any], status: int, seconds: float,
+            labels: tuple[str, str] | None = None) -> None:
+    """Count the request and its duration (``labels``: :func:`labels_of`, when known)."""
+    interaction, resource_type = labels or labels_of(scope, status)
     method = scope.get("method", "")
     REQUESTS.labels(interaction, resource_type, method, str(status)).inc()
     LATENCY.labels(interaction, resource_type, method).observe(seconds)

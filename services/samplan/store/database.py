@@ -8,6 +8,9 @@ lock. PostgreSQL runs through asyncpg with a pool sized by settings.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +146,58 @@ async def seed_sqlite_statistics(engine: AsyncEngine) -> None:
             )
         if missing:
             await conn.exec_driver_sql("ANALYZE sqlite_schema")  # reload the statistics
+
+
+class DriverPool:
+    """The driver's own connections (asyncpg, aiosqlite), in autocommit, for one statement each.
+
+    The hottest statements (a read by id, a staff read's access check, the access
+    log's append) skip SQLAlchemy: through its cursor adaptation one statement is
+    a BEGIN, a cursor, a fetch and a ROLLBACK, each a round trip, and a pool
+    checkout through a greenlet. PostgreSQL: an asyncpg pool of its own (opened on
+    first use, in the loop that uses it), without the reset query on release:
+    these connections never hold a transaction, a lock or a setting. SQLite: the
+    small autocommit pool of :func:`create_reader`.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, size: int = 8) -> None:
+        self.engine = engine
+        self.size = size
+        self._reader = create_reader(engine) if engine.dialect.name == "sqlite" else None
+        self._pg: Any = None
+        self._opening = asyncio.Lock()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        if self._reader is not None:
+            raw = await self._reader.raw_connection()
+            try:
+                yield raw.driver_connection
+            finally:
+                raw.close()
+            return
+        pool = self._pg if self._pg is not None else await self._open()
+        async with pool.acquire() as conn:
+            yield conn
+
+    async def _open(self) -> Any:
+        async with self._opening:
+            if self._pg is None:
+                import asyncpg
+
+                async def no_reset(_conn: Any) -> None:
+                    return None
+
+                dsn = self.engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False)
+                self._pg = await asyncpg.create_pool(
+                    dsn, min_size=1, max_size=self.size, reset=no_reset,
+                    statement_cache_size=512)
+        return self._pg
+
+    async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
+        if self._reader is not None and self._reader.pool is not self.engine.pool:
+            await self._reader.dispose()

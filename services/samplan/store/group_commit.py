@@ -23,14 +23,19 @@ from samplan.store.repository import Repository
 T = TypeVar("T")
 
 Append = Callable[[AsyncConnection, Sequence[T]], Awaitable[None]]
+Commit = Callable[[Sequence[T]], Awaitable[None]]
 
 
 class GroupCommitter(Generic[T]):
     """Appends rows with :func:`append`, batching callers that arrive during a commit."""
 
-    def __init__(self, repo: Repository, append: Append[T], *, max_batch: int = 500) -> None:
+    def __init__(self, repo: Repository, append: Append[T], *, max_batch: int = 500,
+                 commit: Commit[T] | None = None) -> None:
+        """``commit``: commits a batch by itself (one atomic statement); else ``append``
+        runs in a repository write transaction."""
         self.repo = repo
         self.append = append
+        self.commit = commit
         self.max_batch = max_batch
         self._pending: list[tuple[list[T], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -54,8 +59,12 @@ class GroupCommitter(Generic[T]):
                 batch.append((rows, future))
                 size += len(rows)
             try:
-                async with self.repo.transaction() as tx:
-                    await self.append(tx.conn, [r for rows, _ in batch for r in rows])
+                rows_of_batch = [r for rows, _ in batch for r in rows]
+                if self.commit is not None:
+                    await self.commit(rows_of_batch)
+                else:
+                    async with self.repo.transaction() as tx:
+                        await self.append(tx.conn, rows_of_batch)
             except asyncio.CancelledError:
                 for _, future in batch:
                     future.cancel()

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from asyncpg.exceptions import IntegrityConstraintViolationError
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     and_,
     delete,
@@ -37,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Select
 
 from samplan.fhir.dates import MAX_US, MIN_US, from_us, now_us
-from samplan.fhir.indexing import exact_param, extract
+from samplan.fhir.indexing import IndexRows, exact_param, extract
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import stamp
 from samplan.fhir.search import (
@@ -52,7 +54,7 @@ from samplan.fhir.search import (
     StringValue,
     TokenValue,
 )
-from samplan.store.database import create_reader
+from samplan.store.database import DriverPool
 from samplan.store.tables import (
     INDEX_TABLES,
     idx_date,
@@ -150,7 +152,7 @@ class Repository:
         self.base_url = base_url
         self.is_sqlite = engine.dialect.name == "sqlite"
         # A read by id is one statement: run it without BEGIN/ROLLBACK around it.
-        self._reader = create_reader(engine)
+        self._driver = DriverPool(engine)
         self.before_commit: list[BeforeCommit] = []
         # SQLite has one writer at a time; queue them here rather than in busy-wait.
         self._sqlite_write_lock = asyncio.Lock()
@@ -158,20 +160,24 @@ class Repository:
 
     # -- reads ---------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """The driver's own connection (asyncpg / aiosqlite), in autocommit, for one statement.
+
+        For the hottest statements (issue 7; ``store/database.py`` ``DriverPool``).
+        Each statement commits by itself: use it only where one statement is the
+        whole unit.
+        """
+        async with self._driver.connection() as conn:
+            yield conn
+
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        # The hottest query goes to the driver itself (issue 7): through SQLAlchemy's
-        # cursor adaptation it is a BEGIN, a cursor, a fetch and a ROLLBACK, each a
-        # round trip (on SQLite a hop to the driver's thread); here it is one.
-        raw = await self._reader.raw_connection()
-        try:
-            driver: Any = raw.driver_connection
+        async with self.driver_connection() as driver:
             if self.is_sqlite:
                 rows = await driver.execute_fetchall(_READ_SQLITE, (resource_type, resource_id))
                 row = rows[0] if rows else None
             else:
                 row = await driver.fetchrow(_READ_PG, resource_type, resource_id)
-        finally:
-            raw.close()
         if row is None:
             return None
         return StoredResource(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
@@ -230,9 +236,8 @@ class Repository:
             return await _search(conn, query)
 
     async def close(self) -> None:
-        """Dispose of the read pool when it is a pool of its own (SQLite)."""
-        if self._reader is not self.engine and self._reader.pool is not self.engine.pool:
-            await self._reader.dispose()
+        """Close the driver connections (the engine is the application's to dispose of)."""
+        await self._driver.close()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -264,6 +269,8 @@ class Repository:
                         await hook(tx)
                 except IntegrityError as exc:
                     raise WriteConflict(str(exc.orig)) from exc
+                except IntegrityConstraintViolationError as exc:  # from the driver itself
+                    raise WriteConflict(str(exc)) from exc
 
     def next_stamp(self) -> int:
         """A strictly increasing write time in this process (ties break ETag-free clients)."""
@@ -280,9 +287,28 @@ class WriteTx:
     conn: AsyncConnection
     changes: list[Change] = field(default_factory=list)
     _locked: set[int] = field(default_factory=set)
+    _driver: Any = field(default=None, repr=False)
+
+    async def driver(self) -> Any:
+        """PostgreSQL: the asyncpg connection of this transaction (see :func:`driver_of`)."""
+        if self._driver is None:
+            self._driver = await driver_of(self.conn)
+        return self._driver
+
+    @property
+    def on_driver(self) -> bool:
+        """Whether the write statements go to the driver (PostgreSQL, issue 7); else they
+        are SQLAlchemy statements on ``conn``: SQLite, or a stand-in connection (the
+        bench's loader collects a load's INSERTs through one, bench/load.py)."""
+        return not self.repo.is_sqlite and isinstance(self.conn, AsyncConnection)
 
     async def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current row, locked against other writers until this transaction ends."""
+        if self.on_driver:
+            pg = await (await self.driver()).fetchrow(_LOCK_PG, resource_type, resource_id)
+            if pg is None:
+                return None
+            return StoredResource(pg[0], pg[1], pg[2], pg[3], pg[4], pg[5])
         stmt = select(*_RESOURCE_COLUMNS).where(
             resources.c.resource_type == resource_type, resources.c.resource_id == resource_id
         )
@@ -325,8 +351,12 @@ class WriteTx:
         at = self.repo.next_stamp()
         content = stamp(resource, resource_id=resource_id, version_id=version, at=from_us(at))
         stored = StoredResource(resource_type, resource_id, version, at, False, content, method)
-        await self._append(stored, method, current)
         rows = extract(resource, REGISTRY[resource_type], self.repo.tz, self.repo.base_url)
+        if self.on_driver:
+            await self._write_pg(stored, current, rows)
+            self.changes.append(Change(stored, resource, current))
+            return stored
+        await self._append(stored, method, current)
         key = {"resource_type": resource_type, "resource_id": resource_id}
         if rows.tokens:
             await self.conn.execute(insert(idx_token), [
@@ -354,9 +384,37 @@ class WriteTx:
             current.resource_type, current.resource_id, current.version_id + 1, at, True, None,
             "DELETE",
         )
-        await self._append(stored, "DELETE", current)
+        if self.on_driver:
+            await self._write_pg(stored, current, None)
+        else:
+            await self._append(stored, "DELETE", current)
         self.changes.append(Change(stored, None, current))
         return stored
+
+    async def _write_pg(
+        self, stored: StoredResource, current: StoredResource | None, rows: IndexRows | None
+    ) -> None:
+        """PostgreSQL: the version row, the current row and the index rows in one statement.
+
+        What :meth:`_append` and the index inserts do in up to ten round trips
+        through SQLAlchemy (issue 7): here one, prepared once per connection
+        (see :func:`_write_pg_sql`). ``rows`` None: a deletion.
+        """
+        replaced = () if current is None else (current.version_id,)
+        arrays: list[list[Any]] = []
+        if rows is not None:  # one array per column, tables and columns as _INDEX_COLUMNS
+            tokens = [(p, s, c[:255]) for p, s, c in rows.tokens]
+            every: tuple[Sequence[tuple[Any, ...]], ...] = (
+                tokens, rows.references, rows.dates, rows.strings)
+            for table_rows, columns in zip(every, _INDEX_COLUMNS.values(), strict=True):
+                arrays += [[row[i] for row in table_rows] for i in range(len(columns))]
+        changed = await (await self.driver()).fetchval(
+            _WRITE_PG[current is not None, rows is not None],
+            stored.resource_type, stored.resource_id, stored.version_id, stored.last_updated,
+            stored.method, stored.deleted, stored.content, *replaced, *arrays,
+        )
+        if changed != 1:
+            raise WriteConflict(f"{stored.resource_type}/{stored.resource_id} changed")
 
     async def _append(
         self, stored: StoredResource, method: str, current: StoredResource | None
@@ -391,6 +449,100 @@ class WriteTx:
                         table.c.resource_id == stored.resource_id,
                     )
                 )
+
+
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, inside ``conn``'s open transaction.
+
+    For the write path's hottest statements (issue 7): sent to the driver they
+    skip SQLAlchemy's statement building, compiling and result wrapping, and
+    several can be one. SQLAlchemy's asyncpg adapter sends BEGIN only with the
+    first statement it runs itself; a statement sent to the driver before that
+    would run outside the transaction, so the transaction is begun here (the
+    adapter's own way, so that its commit and rollback then end it).
+    """
+    # inside the transaction the pooled connection is checked out and valid: no I/O here
+    raw = conn.sync_connection.connection if conn.sync_connection is not None else (
+        await conn.get_raw_connection())
+    adapted: Any = raw.dbapi_connection
+    if conn.in_transaction() and adapted._transaction is None:
+        await adapted._start_transaction()
+    return raw.driver_connection
+
+
+_LOCK_PG = _READ_PG + " FOR UPDATE"
+
+
+# per index table (in the order of IndexRows' fields): its own columns and their SQL types
+_INDEX_COLUMNS = {
+    table.name: tuple((c.name, "bigint" if isinstance(c.type, BigInteger) else "varchar")
+                      for c in table.c if c.name not in ("resource_type", "resource_id"))
+    for table in INDEX_TABLES
+}
+
+
+def _write_pg_sql(*, replacing: bool, index: bool) -> str:
+    """The write statement: ``replacing`` the current row (update, delete) or adding it;
+    with ``index``, the new index rows as arrays (an update or create; a delete has none).
+
+    Parameters: $1 type, $2 id, $3 version, $4 last_updated, $5 method, $6 deleted,
+    $7 content, when replacing $8 the version replaced, then the index rows as arrays,
+    one per column of each index table. Data-modifying CTEs all run, to completion, on
+    one snapshot, taken after the current row was locked. An update rewrites the rows
+    of an index table only when they differ from the stored ones (as sorted lists of
+    rows): rewriting identical rows is most of a small update's work for the database.
+    It answers how many current rows it wrote: 1, or 0 when the version replaced is no
+    longer current.
+    """
+    key = "$1::varchar, $2::varchar"
+    owner = "resource_type = $1::varchar AND resource_id = $2::varchar"
+    parts = [
+        "v AS (INSERT INTO resource_versions (resource_type, resource_id, version_id, "
+        f"last_updated, method, deleted, content) VALUES ({key}, $3::integer, $4::bigint, "
+        "$5::varchar, $6::boolean, $7::bytea))",
+    ]
+    if replacing:
+        parts.append(
+            "c AS (UPDATE resources SET version_id = $3::integer, last_updated = $4::bigint, "
+            f"deleted = $6::boolean, content = $7::bytea WHERE {owner} "
+            "AND version_id = $8::integer RETURNING 1)"
+        )
+    else:
+        parts.append(
+            "c AS (INSERT INTO resources (resource_type, resource_id, version_id, last_updated, "
+            f"deleted, content) VALUES ({key}, $3::integer, $4::bigint, $6::boolean, "
+            "$7::bytea) RETURNING 1)"
+        )
+    n = 8 if replacing else 7  # the arrays' parameters follow
+    for table, columns in _INDEX_COLUMNS.items():
+        names = ", ".join(name for name, _ in columns)
+        arrays = ", ".join(f"${n + i}::{kind}[]" for i, (_, kind) in enumerate(columns, 1))
+        n += len(columns) if index else 0
+        new = f"unnest({arrays}) AS n({names})"
+        if not replacing:
+            parts.append(f"i_{table} AS (INSERT INTO {table} (resource_type, resource_id, "
+                         f"{names}) SELECT {key}, {names} FROM {new})")
+            continue
+        if not index:
+            parts.append(f"d_{table} AS (DELETE FROM {table} WHERE {owner})")
+            continue
+        stored_rows = f"SELECT ROW({names})::text AS r FROM {table} WHERE {owner}"
+        new_rows = f"SELECT ROW({names})::text AS r FROM {new}"
+        parts += [
+            f"s_{table} AS (SELECT coalesce((SELECT array_agg(r ORDER BY r) FROM ({stored_rows}) "
+            f"o), '{{}}') = coalesce((SELECT array_agg(r ORDER BY r) FROM ({new_rows}) w), "
+            "'{}') AS same)",
+            f"d_{table} AS (DELETE FROM {table} WHERE {owner} "
+            f"AND NOT (SELECT same FROM s_{table}))",
+            f"i_{table} AS (INSERT INTO {table} (resource_type, resource_id, {names}) "
+            f"SELECT {key}, {names} FROM {new} WHERE NOT (SELECT same FROM s_{table}))",
+        ]
+    return "WITH " + ", ".join(parts) + " SELECT count(*) FROM c"
+
+
+# by (replacing, index)
+_WRITE_PG = {(replacing, index): _write_pg_sql(replacing=replacing, index=index)
+             for replacing in (False, True) for index in (False, True)}
 
 
 # -- search SQL ------------------------------------------------------------------------------
@@ -456,20 +608,23 @@ def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
 
 def _care_team_clause(rtype: str, v: CareTeamValue) -> ColumnElement[bool]:
     """Resources about a patient of the care teams ``v`` names (an access restriction)."""
-    from samplan.store.access import care_team_patients
+    from samplan.store.access import care_team_reaches
 
-    patients = care_team_patients(organisations=v.organisations, roles=v.roles,
-                                  practitioners=v.practitioners, blocked=v.blocked)
-    if patients is None:
-        return false()
+    def reaches(patient: ColumnElement[Any]) -> ColumnElement[bool] | None:
+        return care_team_reaches(patient, organisations=v.organisations, roles=v.roles,
+                                 practitioners=v.practitioners, blocked=v.blocked)
+
     if rtype == "Patient":
-        return resources.c.resource_id.in_(patients)
-    ref = idx_reference.c
-    about = select(ref.resource_id).where(
-        ref.resource_type == rtype, ref.param == "patient", ref.target_type == "Patient",
-        ref.target_id.in_(patients),
-    )
-    return resources.c.resource_id.in_(about)
+        own = reaches(resources.c.resource_id)
+        return own if own is not None else false()
+    about = idx_reference.alias("reach_about")
+    reached = reaches(about.c.target_id)
+    if reached is None:
+        return false()
+    return select(about.c.resource_id).where(
+        about.c.resource_type == rtype, about.c.resource_id == resources.c.resource_id,
+        about.c.param == "patient", about.c.target_type == "Patient", reached,
+    ).exists()
 
 
 def _token_condition(v: TokenValue) -> ColumnElement[bool]:

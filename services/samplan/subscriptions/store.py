@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import and_, delete, false, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from samplan.store.repository import driver_of
 from samplan.store.tables import (
     idx_reference,
     resource_versions,
@@ -46,6 +47,9 @@ NOTIFY_CHANNEL = "samplan_subscriptions"
 
 s = subscriptions.c
 e = subscription_events.c
+
+_LIVE_PG = ("SELECT id, config, subscriber FROM subscriptions "
+            "WHERE topic = ANY($1::varchar[]) AND status = ANY($2::varchar[]) ORDER BY id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,10 @@ async def live_for_topics(
 ) -> list[tuple[str, ChannelConfig, str | None]]:
     """The subscriptions still collecting events on these topics, by id, with their
     subscriber's access facts (JSON; None: the service itself)."""
+    if conn.dialect.name == "postgresql":  # asked on every write: on the driver (issue 7)
+        driver = await driver_of(conn)
+        found = await driver.fetch(_LIVE_PG, sorted(set(topics)), list(LIVE))
+        return [(row[0], ChannelConfig.from_json(row[1]), row[2]) for row in found]
     rows = await conn.execute(
         select(s.id, s.config, s.subscriber).where(s.topic.in_(list(topics)),
                                                    s.status.in_(LIVE))

@@ -1,0 +1,119 @@
+"""The write transaction (issue 7: one statement on PostgreSQL): rows as each version says.
+
+After every write the index rows of a resource are exactly those its current
+version yields (as a multiset: a value found twice is two rows), the history
+holds every version, and a deletion leaves no index rows; on both backends.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from samplan.api.deps import Services
+from samplan.fhir.errors import PreconditionFailed
+from samplan.fhir.indexing import extract
+from samplan.fhir.registry import REGISTRY
+from samplan.store.tables import idx_date, idx_reference, idx_string, idx_token, resource_versions
+
+Json = dict[str, Any]
+
+
+def make_plan(*, status: str = "active", category: str = "VP", goals: tuple[str, ...] = ("g1",),
+              title: str = "Överenskommelse", period: str = "2026-03-27") -> Json:
+    return {
+        "resourceType": "CarePlan", "status": status, "intent": "plan", "title": title,
+        "category": [{"coding": [{"system": "https://fhir.inera.se/CodeSystem/typeofcareplan-cs",
+                                  "code": category}]}],
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": period},
+        "goal": [{"reference": f"Goal/{g}"} for g in goals],
+    }
+
+
+async def stored_rows(services: Services, resource_id: str) -> dict[str, Counter[tuple[Any, ...]]]:
+    found: dict[str, Counter[tuple[Any, ...]]] = {}
+    async with services.engine.connect() as conn:
+        for table, columns in ((idx_token, ("param", "system", "code")),
+                               (idx_reference, ("param", "target_type", "target_id")),
+                               (idx_date, ("param", "low", "high")),
+                               (idx_string, ("param", "value"))):
+            stmt = select(*(table.c[c] for c in columns)).where(
+                table.c.resource_type == "CarePlan", table.c.resource_id == resource_id)
+            found[table.name] = Counter(tuple(r) for r in (await conn.execute(stmt)).all())
+    return found
+
+
+def expected_rows(services: Services, body: Json) -> dict[str, Counter[tuple[Any, ...]]]:
+    rows = extract(body, REGISTRY["CarePlan"], services.repo.tz, services.repo.base_url)
+    return {"idx_token": Counter((p, s, c[:255]) for p, s, c in rows.tokens),
+            "idx_reference": Counter(rows.references), "idx_date": Counter(rows.dates),
+            "idx_string": Counter(rows.strings)}
+
+
+async def put(services: Services, resource_id: str, body: Json) -> Json:
+    result = await services.fhir.update("CarePlan", resource_id, {**body, "id": resource_id})
+    assert result.stored.content is not None
+    stored: Json = orjson.loads(result.stored.content)
+    return stored
+
+
+class TestIndexRowsFollowEachVersion:
+    async def test_through_updates_that_change_some_tables_and_not_others(
+        self, services: Services
+    ) -> None:
+        created = await services.fhir.create("CarePlan", make_plan())
+        rid = created.stored.resource_id
+        versions = [
+            make_plan(title="Ny titel"),  # no index row changes
+            make_plan(title="Ny titel", status="completed"),  # a token
+            make_plan(status="completed", goals=("g1", "g2")),  # a reference more
+            make_plan(status="completed", goals=("g2",), period="2026-04-01"),  # and a date
+            make_plan(category="SPU", goals=()),  # no goals at all
+            make_plan(goals=("g3", "g3")),  # the same reference twice: two rows
+            make_plan(goals=("g3",)),  # then once
+        ]
+        for body in versions:
+            current = await put(services, rid, body)
+            assert await stored_rows(services, rid) == expected_rows(services, current)
+
+    async def test_history_keeps_every_version_and_a_deletion_leaves_no_rows(
+        self, services: Services
+    ) -> None:
+        created = await services.fhir.create("CarePlan", make_plan())
+        rid = created.stored.resource_id
+        await put(services, rid, make_plan(title="2"))
+        await put(services, rid, make_plan(title="3", status="completed"))
+        await services.fhir.delete("CarePlan", rid)
+        assert await stored_rows(services, rid) == {
+            "idx_token": Counter(), "idx_reference": Counter(), "idx_date": Counter(),
+            "idx_string": Counter()}
+        v = resource_versions.c
+        async with services.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(v.version_id, v.method, v.deleted).where(v.resource_id == rid)
+                .order_by(v.version_id))).all()
+        assert [tuple(r) for r in rows] == [(1, "POST", False), (2, "PUT", False),
+                                           (3, "PUT", False), (4, "DELETE", True)]
+        again = await put(services, rid, make_plan(title="back"))
+        assert again["meta"]["versionId"] == "5"
+        assert await stored_rows(services, rid) == expected_rows(services, again)
+
+
+class TestIfMatch:
+    async def test_a_stale_version_is_412_and_writes_nothing(self, services: Services) -> None:
+        created = await services.fhir.create("CarePlan", make_plan())
+        rid = created.stored.resource_id
+        await put(services, rid, make_plan(title="2"))
+        with pytest.raises(PreconditionFailed):
+            await services.fhir.update("CarePlan", rid, {**make_plan(status="completed"),
+                                                        "id": rid}, if_match='W/"1"')
+        current = await services.repo.read("CarePlan", rid)
+        assert current is not None
+        assert current.version_id == 2
+        assert await stored_rows(services, rid) == expected_rows(
+            services, orjson.loads(current.content or b"{}"))
