@@ -18,6 +18,7 @@ from samplan.agreement.notes import AgreementNotes
 from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
 from samplan.api import hardening
+from samplan.api.agreement_fast import AgreementMiddleware
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
 from samplan.api.fhir import router as fhir_router
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api_errors.install(app)
     app.add_middleware(FastReadMiddleware)  # innermost: reads by id skip the router
+    app.add_middleware(AgreementMiddleware)  # and Patient/{id}/$agreement documents
     app.add_middleware(hardening.ClientRateLimitMiddleware, settings=settings)  # after auth
     app.add_middleware(api_auth.BearerAuthMiddleware)
     app.add_middleware(hardening.HardeningMiddleware, settings=settings,  # before auth

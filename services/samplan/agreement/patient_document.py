@@ -31,14 +31,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from typing import Any, Final
 
+import orjson
+
 from samplan.agreement.codes import BASE, CAREPLAN_TITLE
 from samplan.agreement.patient_view import PatientRecord, PatientView, Text
 
-__all__ = ["DOCUMENT_TYPE", "PART_SYSTEM", "SECTIONS", "build_document"]
+__all__ = [
+    "DOCUMENT_TYPE",
+    "PART_SYSTEM",
+    "SECTIONS",
+    "DocumentParts",
+    "SerializedParts",
+    "assemble",
+    "build_document",
+    "document_parts",
+]
 
 PART_SYSTEM: Final = f"{BASE}/CodeSystem/agreement-part"
 """The four parts of the agreement, as ``Composition.section.code``."""
@@ -67,6 +79,37 @@ _XHTML: Final = "http://www.w3.org/1999/xhtml"
 Resource = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentParts:
+    """A document without what makes each one unique: its id and its time (:func:`assemble`).
+
+    The Composition's elements before its ``date`` and after it, and the entries after
+    the Composition's.
+    """
+
+    head: dict[str, Any]
+    tail: dict[str, Any]
+    entries: list[Any]
+
+    def serialized(self) -> SerializedParts:
+        """The same parts as JSON (immutable: one set serves any number of documents)."""
+        return SerializedParts(
+            head=orjson.dumps(self.head)[1:-1],  # the members, without the braces
+            tail=orjson.dumps(self.tail)[1:-1],
+            entries=orjson.dumps(self.entries)[1:-1],  # the items, without the brackets
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SerializedParts:
+    """:class:`DocumentParts` as JSON text: members of the Composition before and after its
+    ``date``, and the entries (comma-separated)."""
+
+    head: bytes
+    tail: bytes
+    entries: bytes
+
+
 def build_document(
     record: PatientRecord,
     view: PatientView,
@@ -76,9 +119,12 @@ def build_document(
     document_id: str | None = None,
 ) -> Resource:
     """The document Bundle (a JSON-ready dict) for ``view``, made from ``record``."""
-    stamp = now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    doc_id = document_id or str(uuid.uuid4())
-    composition_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{base_url}/{doc_id}')}"
+    return assemble(document_parts(record, view, base_url=base_url), base_url=base_url,
+                    now=now, document_id=document_id)
+
+
+def document_parts(record: PatientRecord, view: PatientView, *, base_url: str) -> DocumentParts:
+    """Everything of the document Bundle for ``view`` but its id and time."""
     patient = record.patient
     patient_ref = f"Patient/{patient.get('id')}"
     agreements = record.agreements
@@ -86,6 +132,7 @@ def build_document(
     directory = [r for r in record.directory if r.get("resourceType") != "RelatedPerson"]
     upcoming_starts = {v.start for v in view.visits}
     appointments = [a for a in record.appointments if _start(a) in upcoming_starts]
+    linked_plans = record.linked_plans
 
     sections = [
         _section("agreement", _agreement_narrative(view), agreements),
@@ -94,31 +141,29 @@ def build_document(
         _section("planning", _planning_narrative(view),
                  [*appointments, *(agreements if view.next_steps else ())]),
         _section("coordinated", _coordinated_narrative(view),
-                 [*record.linked_plans, *record.goals, *(agreements if view.plans else ())]),
+                 [*linked_plans, *record.goals, *(agreements if view.plans else ())]),
     ]
-    composition: Resource = {
-        "resourceType": "Composition",
-        "id": str(uuid.UUID(composition_url.removeprefix("urn:uuid:"))),
+    head: Resource = {
         "status": "final",
         "type": DOCUMENT_TYPE,
         "subject": _reference(patient_ref, view.name),
-        "date": stamp,
+    }
+    tail: Resource = {
         "author": _authors(agreements),
         "title": f"{CAREPLAN_TITLE} – patientens exemplar",
         "section": sections,
     }
     period = _period(agreements)
     if period:
-        composition["event"] = [{"period": period}]
+        tail["event"] = [{"period": period}]
     custodian = _custodian(teams)
     if custodian is not None:
-        composition["custodian"] = custodian
+        tail["custodian"] = custodian
 
     resources: list[Resource] = [
-        patient, *agreements, *teams, *directory, *appointments, *record.linked_plans,
-        *record.goals,
+        patient, *agreements, *teams, *directory, *appointments, *linked_plans, *record.goals,
     ]
-    entries = [{"fullUrl": composition_url, "resource": composition}]
+    entries: list[Any] = []
     seen: set[str] = set()
     for resource in resources:
         key = f"{resource.get('resourceType')}/{resource.get('id')}"
@@ -126,6 +171,37 @@ def build_document(
             continue
         seen.add(key)
         entries.append({"fullUrl": f"{base_url}/{key}", "resource": resource})
+    return DocumentParts(head, tail, entries)
+
+
+def assemble(
+    parts: DocumentParts | SerializedParts, *, base_url: str, now: datetime,
+    document_id: str | None = None,
+) -> Resource:
+    """The document Bundle of ``parts``: a new id (``document_id``), made at ``now``.
+
+    From :class:`SerializedParts` the entries are one ``orjson.Fragment`` (JSON already).
+    """
+    stamp = now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    doc_id = document_id or str(uuid.uuid4())
+    composition_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{base_url}/{doc_id}"))
+    composition_url = f"urn:uuid:{composition_id}"
+    entries: Any
+    if isinstance(parts, SerializedParts):
+        dumps = orjson.dumps
+        composition = b"".join((
+            b'{"resourceType":"Composition","id":', dumps(composition_id), b",", parts.head,
+            b',"date":', dumps(stamp), b",", parts.tail, b"}",
+        ))
+        entries = orjson.Fragment(b"".join((
+            b'[{"fullUrl":', dumps(composition_url), b',"resource":', composition, b"}",
+            b"," if parts.entries else b"", parts.entries, b"]",
+        )))
+    else:
+        entries = [{"fullUrl": composition_url, "resource": {
+            "resourceType": "Composition", "id": composition_id, **parts.head, "date": stamp,
+            **parts.tail,
+        }}, *parts.entries]
     return {
         "resourceType": "Bundle",
         "id": doc_id,

@@ -32,10 +32,10 @@ Det här är viktigt för mig     Goals (the patient's own, ``expressedBy`` = Pa
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 import phonenumbers
@@ -187,7 +187,8 @@ def strip_nopatient(
     """
     if is_nopatient(resource):
         return None
-    cleaned: Resource = _without(copy.deepcopy(dict(resource)), frozenset(excluded))
+    # _without builds every dict and list anew (the leaves are immutable): a copy already
+    cleaned: Resource = _without(resource, frozenset(excluded))
     return cleaned
 
 
@@ -222,6 +223,9 @@ class PatientRecord:
     """Practitioner, PractitionerRole, Organization, RelatedPerson named by the above."""
     messages: tuple[Resource, ...] = ()
     """Communications between the patient and care (not part of the agreement)."""
+    unlabelled: bool = False
+    """Known to carry no ``NOPATIENT`` label anywhere (the gatherer looked at the stored
+    bytes): :meth:`for_patient` has nothing to remove. False: not known, look."""
 
     @property
     def agreements(self) -> tuple[Resource, ...]:
@@ -237,6 +241,8 @@ class PatientRecord:
 
     def for_patient(self) -> PatientRecord:
         """The record without anything labelled ``NOPATIENT`` (see :func:`strip_nopatient`)."""
+        if self.unlabelled:
+            return self
         excluded = frozenset(_key(r) for r in self.all() if is_nopatient(r))
 
         def clean(resources: tuple[Resource, ...]) -> tuple[Resource, ...]:
@@ -461,6 +467,7 @@ def _written_number(patient: Mapping[str, Any]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def phone_href(number: str) -> str | None:
     """A ``tel:`` link for a Swedish number as written (``0480-123 46`` -> ``tel:+4648012346``)."""
     digits = "".join(ch for ch in number if ch.isdigit() or ch == "+")
@@ -490,11 +497,11 @@ def _link(point: Mapping[str, Any]) -> Link | None:
     return Link(value, None, "other")
 
 
-def _links(points: Iterable[Mapping[str, Any]]) -> tuple[Link, ...]:
+def _links(points: Iterable[Mapping[str, Any]], before: Iterable[Link] = ()) -> tuple[Link, ...]:
+    """The links of ``points`` after those ``before``, each once (the first of a target)."""
     found: list[Link] = []
     seen: set[str] = set()
-    for point in points:
-        link = _link(point)
+    for link in (*before, *(_link(point) for point in points)):
         if link is None:
             continue
         key = link.href or link.label
@@ -504,7 +511,10 @@ def _links(points: Iterable[Mapping[str, Any]]) -> tuple[Link, ...]:
     return tuple(found)
 
 
+@lru_cache(maxsize=4096)
 def _text_links(text: str) -> tuple[Link, ...]:
+    """The links written in a text (finding phone numbers in free text is the costly part of
+    the view: remembered, as the same words come back on every view of the agreement)."""
     return _links(parse_contact_points(text))
 
 
@@ -732,7 +742,8 @@ def _contacts(team: Mapping[str, Any], directory: _Directory) -> list[Contact]:
             name = resolved.get("name")
         if not text and not name:
             continue
-        points: list[Mapping[str, Any]] = list(parse_contact_points(text or ""))
+        written = _text_links(text or "")
+        points: list[Mapping[str, Any]] = []
         organisation: Mapping[str, Any] | None = directory.get(participant.get("onBehalfOf"))
         hours: list[str] = []
         roles: list[Resource] = []
@@ -752,7 +763,7 @@ def _contacts(team: Mapping[str, Any], directory: _Directory) -> list[Contact]:
                 points += practitioner_role.get("telecom") or []
             hours += _hours(practitioner_role)
             organisation = organisation or directory.get(practitioner_role.get("organization"))
-        links = _links(points)
+        links = _links(points, before=written)
         org_links = _links((organisation or {}).get("telecom") or [])
         if organisation is resolved:
             org_links = ()

@@ -26,7 +26,7 @@ log apply exactly as for any FHIR read.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Query, Request
@@ -42,6 +42,9 @@ from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse, version_head
 from samplan.fhir.errors import BadRequest, FhirError, NotFound, UnsupportedMediaType
 from samplan.fhir.interactions import FhirService
 from samplan.store.repository import StoredResource
+
+if TYPE_CHECKING:
+    from samplan.security.principal import Principal
 
 router = APIRouter(tags=["Patient view"])
 
@@ -114,13 +117,18 @@ def negotiate(accept: str | None, format_: str | None) -> str:
 
 def reader_for(request: Request, services: Services) -> FhirService:
     """The FHIR service as this request's principal may use it (plain without a principal)."""
-    principal = getattr(request.state, "principal", None)
+    client = request.client.host if request.client else None
+    return reader_of(services, getattr(request.state, "principal", None), client)
+
+
+def reader_of(services: Services, principal: Principal | None, client: str | None
+              ) -> FhirService:
+    """:func:`reader_for` from the principal and the client's address themselves."""
     control = services.extras.get("access_control")
     if principal is None or control is None:
         return services.fhir
     from samplan.security.guard import GuardedFhirService
 
-    client = request.client.host if request.client else None
     return GuardedFhirService(services.fhir, control, principal, client_ip=client)
 
 
@@ -166,13 +174,12 @@ async def patient_agreement(
 ) -> Response:
     """The patient's agreement: a FHIR document Bundle, or as a page (text/html) or A4 PDF."""
     kind = negotiate(request.headers.get("accept"), format_)
-    agreements = agreements_of(services)
     reader = reader_for(request, services)
+    if kind == "fhir":  # (mostly answered before routing: api/agreement_fast.py)
+        return await agreement_document(services, reader, patient_id)
+    agreements = agreements_of(services)
     now = _now(services)
-    if kind == "fhir":
-        bundle, _ = await agreements.document(reader, patient_id, now=now)
-        return FhirResponse(bundle, headers=dict(NO_STORE))
-    _, view = await agreements.view(reader, patient_id, now=now)
+    view = await agreements.page_view(reader, patient_id, now=now)
     if kind == "html":
         html = render_html(view, pdf_href=f"{request.url.path}?_format=pdf")
         return HTMLResponse(html, headers={**NO_STORE, "Content-Security-Policy": PAGE_POLICY})
@@ -180,6 +187,13 @@ async def patient_agreement(
     filename = f"overenskommelse-{now:%Y-%m-%d}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={**NO_STORE, "Content-Disposition": f'inline; filename="{filename}"'})
+
+
+async def agreement_document(services: Services, reader: FhirService, patient_id: str
+                             ) -> Response:
+    """The answer of ``$agreement`` as a FHIR document (the route's and the fast path's)."""
+    bundle, _ = await agreements_of(services).document(reader, patient_id, now=_now(services))
+    return FhirResponse(bundle, headers=dict(NO_STORE))
 
 
 # -- the patient's additions as FHIR operations ---------------------------------------------------
