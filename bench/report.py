@@ -174,7 +174,8 @@ def targets(rows: list[Row], patients: int) -> list[dict[str, str]]:
     search = _find(rows, "postgres", "search")
     if search:
         add("search p50 at 1M agreements ≤ 1.5× at 10k (PostgreSQL)",
-            f"p50 {search.p50_ms:.1f} ms at {patients:,} patients; compare two runs", None)
+            f"p50 {search.p50_ms:.1f} ms at {patients:,} patients; 1M vs 10k: bench/SCALING.md",
+            None)
     view = _find(rows, "postgres", "agreement")
     if view and read and read.p50_ms:
         times = view.p50_ms / read.p50_ms

@@ -170,12 +170,28 @@ class DriverPool:
     def __init__(self, engine: AsyncEngine, *, size: int = 8) -> None:
         self.engine = engine
         self.size = size
-        self._reader = create_reader(engine) if engine.dialect.name == "sqlite" else None
+        sqlite = engine.dialect.name == "sqlite"
+        self._file = engine.url.database if sqlite and engine.url.database not in (
+            None, "", ":memory:") else None
+        # an in-memory SQLite database is per connection: only the engine's own reach it
+        self._reader = create_reader(engine) if sqlite and self._file is None else None
         self._pg: Any = None
+        self._sqlite: asyncio.Queue[Any] | None = None
+        self._sqlite_all: list[Any] = []
         self._opening = asyncio.Lock()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
+        if self._file is not None:
+            # aiosqlite connections of our own, in a queue: no SQLAlchemy pool checkout
+            # through a greenlet (a fifth of an embedded read's CPU, issue 7)
+            queue = self._sqlite if self._sqlite is not None else await self._open_sqlite()
+            conn = await queue.get()
+            try:
+                yield conn
+            finally:
+                queue.put_nowait(conn)
+            return
         if self._reader is not None:
             raw = await self._reader.raw_connection()
             try:
@@ -186,6 +202,21 @@ class DriverPool:
         pool = self._pg if self._pg is not None else await self._open()
         async with pool.acquire() as conn:
             yield conn
+
+    async def _open_sqlite(self) -> asyncio.Queue[Any]:
+        async with self._opening:
+            if self._sqlite is None:
+                import aiosqlite
+
+                queue: asyncio.Queue[Any] = asyncio.Queue()
+                for _ in range(self.size):
+                    conn = await aiosqlite.connect(self._file or "", isolation_level=None,
+                                                   timeout=30)
+                    await conn.execute("PRAGMA busy_timeout=30000")
+                    self._sqlite_all.append(conn)
+                    queue.put_nowait(conn)
+                self._sqlite = queue
+        return self._sqlite
 
     async def _open(self) -> Any:
         async with self._opening:
@@ -206,5 +237,8 @@ class DriverPool:
         if self._pg is not None:
             await self._pg.close()
             self._pg = None
+        for conn in self._sqlite_all:
+            await conn.close()
+        self._sqlite_all, self._sqlite = [], None
         if self._reader is not None and self._reader.pool is not self.engine.pool:
             await self._reader.dispose()
