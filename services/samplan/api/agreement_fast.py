@@ -19,29 +19,15 @@ from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from samplan.api.asgi import RouteLabel, client_ip, error_response, header
 from samplan.api.deps import Services
 from samplan.api.patient import agreement_document, negotiate, reader_of
-from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import FhirError
 
 __all__ = ["AgreementMiddleware"]
 
 
-class _AgreementRoute:
-    """What ``scope["route"]`` holds for the metrics labels (``observability/metrics.py``)."""
-
-    operation_id: Final = "patient_agreement"
-    name: Final = "patient_agreement"
-
-
-AGREEMENT_ROUTE: Final = _AgreementRoute()
-
-
-def _accept(scope: Scope) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"accept":
-            return bytes(value).decode("latin-1")
-    return None
+AGREEMENT_ROUTE: Final = RouteLabel("patient_agreement")
 
 
 def _wants_document(scope: Scope) -> str | None:
@@ -52,7 +38,7 @@ def _wants_document(scope: Scope) -> str | None:
     if len(parts) != 5 or parts[1:3] != ["fhir", "Patient"] or parts[4] != "$agreement":
         return None
     try:
-        kind = negotiate(_accept(scope), None)
+        kind = negotiate(header(scope, b"accept"), None)
     except FhirError:
         return None  # the route answers the 406
     return parts[3] if parts[3] and kind == "fhir" else None
@@ -72,11 +58,9 @@ class AgreementMiddleware:
         scope["route"] = AGREEMENT_ROUTE
         scope["path_params"] = {"patient_id": patient_id}
         services: Services = scope["app"].state.services
-        client = scope.get("client")
-        reader = reader_of(services, scope.get("state", {}).get("principal"),
-                           client[0] if client else None)
+        reader = reader_of(services, scope.get("state", {}).get("principal"), client_ip(scope))
         try:
             response = await agreement_document(services, reader, patient_id)
         except FhirError as error:
-            response = FhirResponse(error.outcome(), error.status, dict(error.headers))
+            response = error_response(error)
         await response(scope, receive, send)

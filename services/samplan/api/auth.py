@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from samplan.api.asgi import header
 from samplan.api.deps import Services, ServicesDep
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import FhirError, Unauthorized
@@ -69,21 +70,15 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
-        header = _header(scope, b"authorization")
+        authorization = header(scope, b"authorization")
         try:
-            state["principal"] = await authenticator(services).authenticate(header)
+            state["principal"] = await authenticator(services).authenticate(authorization)
         except FhirError as error:
             response = FhirResponse(error.outcome(), error.status, dict(error.headers))
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 async def get_principal(request: Request) -> Principal:

@@ -17,13 +17,14 @@ interaction.
 from __future__ import annotations
 
 from email.utils import format_datetime
-from typing import Any, Final
+from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from samplan.api.asgi import RouteLabel, client_ip, error_response
 from samplan.api.auth import access_control
 from samplan.api.deps import Services
-from samplan.api.responses import FHIR_JSON, FhirResponse
+from samplan.api.responses import FHIR_JSON
 from samplan.fhir.errors import FhirError, Unauthorized
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import ID_PATTERN
@@ -31,15 +32,7 @@ from samplan.security.guard import GuardedFhirService
 from samplan.security.principal import Principal
 from samplan.store.repository import StoredResource
 
-
-class _ReadRoute:
-    """What ``scope["route"]`` holds for the metrics labels (``observability/metrics.py``)."""
-
-    operation_id: Final = "read"
-    name: Final = "read"
-
-
-READ_ROUTE: Final = _ReadRoute()
+READ_ROUTE: Final = RouteLabel("read")
 
 
 def read_headers(stored: StoredResource) -> list[tuple[bytes, bytes]]:
@@ -50,9 +43,9 @@ def read_headers(stored: StoredResource) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def guarded(services: Services, principal: Principal, client: Any) -> GuardedFhirService:
+def guarded(services: Services, principal: Principal, client: str | None) -> GuardedFhirService:
     return GuardedFhirService(services.fhir, access_control(services), principal,
-                              client_ip=client[0] if client else None)
+                              client_ip=client)
 
 
 class FastReadMiddleware:
@@ -79,11 +72,10 @@ class FastReadMiddleware:
             principal = scope.get("state", {}).get("principal")
             if not isinstance(principal, Principal):
                 raise Unauthorized("this request was not authenticated")
-            fhir = guarded(services, principal, scope.get("client"))
+            fhir = guarded(services, principal, client_ip(scope))
             stored = await fhir.read(resource_type, resource_id)
         except FhirError as error:
-            await FhirResponse(error.outcome(), error.status, dict(error.headers))(
-                scope, receive, send)
+            await error_response(error)(scope, receive, send)
             return
         body = stored.content or b""
         await send({
