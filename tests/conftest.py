@@ -28,7 +28,6 @@ from samplan.store.tables import metadata  # noqa: E402
 from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
 
 BASE_URL = "http://samplan.test/fhir"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 BACKENDS = ["sqlite", "postgres"]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 
 
 def make_folder(folder: Path, n: int) -> None:

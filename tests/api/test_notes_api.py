@@ -9,7 +9,7 @@ import httpx
 
 from factories import PNR_SYSTEM
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 REGION = (EXAMPLES / "region-nested.json").read_bytes()
 KALMAR = (EXAMPLES / "kalmar-flat.txt").read_bytes()
 

@@ -27,7 +27,7 @@ from samplan.fhir.identifiers import (
 
 TODAY = date(2026, 11, 20)
 
-# Valid numbers: the two patients of /work/shared/examples/cosmic, Skatteverket's
+# Valid numbers: the two patients of examples/notes, Skatteverket's
 # well-known test person Tolvan Tolvansson, and the samordningsnummer of the
 # HL7 Sweden base profiles' example patient (day 73 = 13 + 60).
 GRETA = "194501011235"

@@ -17,7 +17,7 @@ from samplan.mapping.export import EXPORT_MEDIA_TYPES, ExportFormat, export_note
 from samplan.mapping.importer import parse_note
 from samplan.mapping.note import KeywordNode, normalise_text, parse_json_note
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 SHAPES = [("region-nested.json", "application/json"), ("kalmar-flat.txt", "text/plain")]
 
 

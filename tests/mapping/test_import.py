@@ -13,7 +13,7 @@ from samplan.agreement.model import Author, CareUnit, Part
 from samplan.fhir.errors import BadRequest, Issue, Unprocessable
 from samplan.mapping.importer import parse_note
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 
 HEADER = "Patient: 19450101-1235 Greta Holm\nSignerad: 2026-11-20 10:15 av Anna Berg\n\n"
 

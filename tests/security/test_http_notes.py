@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 REGION = (EXAMPLES / "region-nested.json").read_bytes()
 UNIT = "SE2321000073-2001"  # the care unit in the region example
 GP = "SE2321000073-1001"

@@ -1,6 +1,6 @@
 """Test data for the patient's view: the shared example notes, plus what a full agreement has.
 
-``import_examples`` brings in both example notes of ``shared/examples/cosmic``
+``import_examples`` brings in both example notes of ``examples/notes``
 through ``$import-note``; the other helpers add what a note cannot carry (an
 upcoming booked time, a SIP, a contact's phone and opening hours) and
 professional-only content labelled ``NOPATIENT`` that the patient must never
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "examples" / "cosmic"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "notes"
 REGION = (EXAMPLES / "region-nested.json").read_bytes()
 KALMAR = (EXAMPLES / "kalmar-flat.txt").read_bytes()
 NOTES = {"region": (REGION, "application/json"), "kalmar": (KALMAR, "text/plain")}
