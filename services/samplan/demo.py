@@ -20,7 +20,7 @@ def demo_bundle(path: Path | None = None) -> dict[str, Any]:
 
 async def load(path: Path | None = None) -> int:
     """Post the demo transaction through the service itself (so it is validated and indexed)."""
-    from samplan.fhir.transaction import BundleProcessor
+    from samplan.interactions.transaction import BundleProcessor
 
     services = await build_services(get_settings())
     try:

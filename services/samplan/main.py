@@ -27,10 +27,12 @@ from samplan.api.patient import router as patient_router
 from samplan.api.subscriptions import router as subscriptions_router
 from samplan.fhir import conformance, identifiers
 from samplan.fhir.capability import CONTRIBUTORS, capability_statement
-from samplan.fhir.interactions import FhirService
 from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
+from samplan.fhir.stored import WriteConflict
+from samplan.interactions import conformance as stored_conformance
+from samplan.interactions.service import FhirService
 from samplan.mapping.questionnaire import questionnaire
 from samplan.mapping.spec import default_mappings
 from samplan.observability.health import readiness
@@ -38,7 +40,7 @@ from samplan.security.authn import build_authenticator
 from samplan.security.guard import AccessControl
 from samplan.settings import Settings, get_settings
 from samplan.store.database import create_engine, seed_sqlite_statistics
-from samplan.store.repository import Repository, WriteConflict
+from samplan.store.repository import Repository
 from samplan.subscriptions import service as subscriptions
 
 _PROFILES: dict[str, ProfileRegistry] = {}
@@ -123,7 +125,7 @@ async def build_services(settings: Settings) -> Services:
     install_write_checks(profiles)
     _advertise_profiles(profiles)
     feature = subscriptions.install(settings, repo)  # before the CapabilityStatement
-    await _retrying_conflicts(lambda: conformance.sync(
+    await _retrying_conflicts(lambda: stored_conformance.sync(
         repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
     capability = orjson.dumps(
         capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)

@@ -26,7 +26,7 @@ from samplan.agreement.patient_view import PatientRecord, build_view
 from samplan.api.auth import access_control, authenticator
 from samplan.api.deps import Services
 from samplan.fhir.errors import NotFound
-from samplan.fhir.interactions import FhirService
+from samplan.interactions.service import FhirService
 from samplan.security.guard import GuardedFhirService
 from samplan.security.principal import Principal
 from support.patient_view import (

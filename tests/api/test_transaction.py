@@ -24,7 +24,8 @@ from factories import (
     make_patient,
 )
 from samplan.api.deps import Services
-from samplan.store.repository import WriteConflict, WriteTx
+from samplan.fhir.stored import WriteConflict
+from samplan.store.repository import WriteTx
 
 BASE = "http://samplan.test/fhir"
 GRETA_CRITERIA = f"identifier={PNR_SYSTEM}|194501011235"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from samplan.api.deps import Services
-from samplan.fhir import conformance
+from samplan.interactions import conformance as stored_conformance
 from samplan.subscriptions.bench import subscription_body
 from samplan.subscriptions.model import EXT_CONTENT, EXT_FILTER
 from samplan.subscriptions.service import EXTRAS_KEY, TOPIC_CANONICAL_EXT
@@ -169,7 +169,7 @@ class TestTopicsAreServed:
         self, client: httpx.AsyncClient, services: Services
     ) -> None:
         feature = services.extras[EXTRAS_KEY]
-        await conformance.sync(services.repo, feature.topics.resources())  # emptied per test
+        await stored_conformance.sync(services.repo, feature.topics.resources())  # emptied per test
         topic = (await client.get("/fhir/Basic/agreement-changed")).json()
         assert topic["code"]["coding"] == [
             {"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]

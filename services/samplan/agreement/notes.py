@@ -25,11 +25,12 @@ from samplan.agreement.codes import (
 from samplan.agreement.fhir_build import build_transaction
 from samplan.agreement.fhir_read import read_agreement
 from samplan.fhir.errors import Issue, NotFound
-from samplan.fhir.interactions import FhirService
-from samplan.fhir.transaction import BundleProcessor
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService
+from samplan.interactions.transaction import BundleProcessor
 from samplan.mapping.export import export_note
 from samplan.mapping.importer import ParsedNote
-from samplan.store.repository import StoredResource, WriteTx
+from samplan.store.repository import WriteTx
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ module decides it with the same rules the security layer's
   every patient the gathered resources concern (what each search asks for its page).
 
 :meth:`Access.of` answers ``None`` whenever the reader is anything else than the
-plain :class:`~samplan.fhir.interactions.FhirService` or exactly the guarded one,
+plain :class:`~samplan.interactions.service.FhirService` or exactly the guarded one,
 or when the searches would not all be allowed (a missing scope is a 403 at the
 search that needs it, a ``patient/`` scope of a clinician narrows reach): the
 caller then reads through the reader's own searches, which answer and log those
@@ -31,12 +31,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from samplan.fhir.interactions import FhirService
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService
 from samplan.security import policy
 from samplan.security.audit import Agent, AuditRecord
 from samplan.security.guard import GuardedFhirService
 from samplan.security.policy import Operation, Reach
-from samplan.store.repository import StoredResource
 
 __all__ = ["SEARCHED", "Access"]
 

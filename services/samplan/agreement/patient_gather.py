@@ -35,11 +35,11 @@ from samplan.agreement.patient_access import Access
 from samplan.agreement.patient_view import ACTIVE_GOAL_STATUSES, PatientRecord
 from samplan.fhir.dates import parse_range
 from samplan.fhir.indexing import parse_reference, values_at
-from samplan.fhir.interactions import FhirService
 from samplan.fhir.registry import REGISTRY
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService
 from samplan.store import agreement_queries
 from samplan.store.agreement_queries import AgreementRows
-from samplan.store.repository import StoredResource
 
 __all__ = [
     "DIRECTORY_TYPES",

@@ -1,7 +1,7 @@
 """The patient's view and contributions, in terms of the FHIR service (no SQL, no HTTP).
 
 Reads go through the ``reader`` the caller passes: the plain
-:class:`~samplan.fhir.interactions.FhirService`, or the per-request guarded one
+:class:`~samplan.interactions.service.FhirService`, or the per-request guarded one
 of the security layer, so a patient, a relative or a staff member sees only
 what their reach allows (and every read is in the access log). What is read:
 
@@ -69,9 +69,10 @@ from samplan.agreement.patient_view import (
     is_agreement,
 )
 from samplan.fhir.errors import NotFound, Unprocessable
-from samplan.fhir.interactions import FhirService
 from samplan.fhir.resource import validate_resource
-from samplan.store.repository import StoredResource, WriteTx
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService
+from samplan.store.repository import WriteTx
 
 __all__ = ["PatientAgreements"]
 

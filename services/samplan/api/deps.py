@@ -9,7 +9,7 @@ import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from samplan.fhir.interactions import FhirService
+from samplan.interactions.service import FhirService
 from samplan.settings import Settings
 from samplan.store.repository import Repository
 

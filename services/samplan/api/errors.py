@@ -24,7 +24,7 @@ from samplan.fhir.errors import (
     NotFound,
     operation_outcome,
 )
-from samplan.store.repository import WriteConflict
+from samplan.fhir.stored import WriteConflict
 
 log = logging.getLogger("samplan.api")
 

@@ -28,9 +28,9 @@ from samplan.api.responses import FHIR_JSON
 from samplan.fhir.errors import FhirError, Unauthorized
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import ID_PATTERN
+from samplan.fhir.stored import StoredResource
 from samplan.security.guard import GuardedFhirService
 from samplan.security.principal import Principal
-from samplan.store.repository import StoredResource
 
 READ_ROUTE: Final = RouteLabel("read")
 

@@ -37,7 +37,7 @@ from samplan.api.responses import (
 from samplan.fhir import bundle as bundles
 from samplan.fhir.dates import parse_range
 from samplan.fhir.errors import BadRequest, UnsupportedMediaType
-from samplan.fhir.transaction import BundleProcessor
+from samplan.interactions.transaction import BundleProcessor
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 

@@ -40,8 +40,8 @@ from samplan.api.body import media_type, read_body, read_json
 from samplan.api.deps import Services, ServicesDep
 from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse, version_headers
 from samplan.fhir.errors import BadRequest, FhirError, NotFound, UnsupportedMediaType
-from samplan.fhir.interactions import FhirService
-from samplan.store.repository import StoredResource
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService
 
 if TYPE_CHECKING:
     from samplan.security.principal import Principal

@@ -14,7 +14,7 @@ import orjson
 from starlette.responses import Response
 
 from samplan.fhir.errors import Issue, information, operation_outcome
-from samplan.store.repository import StoredResource
+from samplan.fhir.stored import StoredResource
 
 FHIR_JSON = "application/fhir+json"
 JSON_CONTENT_TYPES = ("application/fhir+json", "application/json")

@@ -16,7 +16,7 @@ from samplan.fhir.dates import now_us
 from samplan.fhir.errors import Issue, operation_outcome
 from samplan.fhir.resource import instant
 from samplan.fhir.search import SearchQuery, encode_cursor
-from samplan.store.repository import HistoryPage, SearchPage, StoredResource
+from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource
 
 
 def full_url(base_url: str, stored: StoredResource) -> str:

@@ -11,11 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
-from samplan.fhir.resource import validate_resource
-from samplan.store.repository import Repository
 
 CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
 
@@ -41,21 +37,3 @@ def register_conformance_types() -> None:
 def without_meta(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource's content as the files give it (what decides whether it changed)."""
     return {k: v for k, v in resource.items() if k != "meta"}
-
-
-async def sync(repo: Repository, resources: list[dict[str, Any]]) -> int:
-    """Store every conformance resource that is new or changed; return how many were written."""
-    written = 0
-    async with repo.transaction() as tx:
-        for resource in resources:
-            checked = validate_resource(dict(resource))
-            rid = checked.get("id")
-            if not isinstance(rid, str):
-                raise ValueError(f"conformance resource without id: {checked.get('url')}")
-            current = await tx.current(checked["resourceType"], rid)
-            if current is not None and not current.deleted and current.content is not None:
-                if without_meta(orjson.loads(current.content)) == without_meta(checked):
-                    continue
-            await tx.write(checked, resource_id=rid, current=current, method="PUT")
-            written += 1
-    return written

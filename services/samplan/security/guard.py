@@ -39,7 +39,6 @@ from samplan.fhir.identifiers import (
     PERSONNUMMER_SYSTEM,
     SAMORDNINGSNUMMER_SYSTEM,
 )
-from samplan.fhir.interactions import FhirService, WriteResult
 from samplan.fhir.resource import ID_PATTERN
 from samplan.fhir.search import (
     ANY,
@@ -50,6 +49,8 @@ from samplan.fhir.search import (
     SearchQuery,
     TokenValue,
 )
+from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource
+from samplan.interactions.service import FhirService, WriteResult
 from samplan.security import policy
 from samplan.security.audit import (
     MINOR_FAILURE,
@@ -62,13 +63,7 @@ from samplan.security.principal import Principal
 from samplan.store import audit as audit_store
 from samplan.store.access import AccessQueries
 from samplan.store.group_commit import GroupCommitter
-from samplan.store.repository import (
-    HistoryPage,
-    Repository,
-    SearchPage,
-    StoredResource,
-    WriteTx,
-)
+from samplan.store.repository import Repository, WriteTx
 
 T = TypeVar("T")
 

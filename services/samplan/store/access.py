@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from samplan.fhir import identifiers
-from samplan.store.repository import StoredResource
+from samplan.fhir.stored import StoredResource
 from samplan.store.tables import idx_reference, idx_token, resources
 
 #: The repository's ``driver_connection``: the driver's own connection, autocommit.

@@ -45,7 +45,8 @@ from functools import lru_cache
 from typing import Any, Final
 
 from samplan.fhir.dates import MAX_US, MIN_US
-from samplan.store.repository import Repository, StoredResource
+from samplan.fhir.stored import StoredResource
+from samplan.store.repository import Repository
 
 __all__ = ["AgreementRows", "gather"]
 

@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -54,6 +53,12 @@ from samplan.fhir.search import (
     StringValue,
     TokenValue,
 )
+from samplan.fhir.stored import (
+    HistoryPage,
+    SearchPage,
+    StoredResource,
+    WriteConflict,
+)
 from samplan.store.database import DriverPool
 from samplan.store.tables import (
     INDEX_TABLES,
@@ -64,45 +69,6 @@ from samplan.store.tables import (
     resource_versions,
     resources,
 )
-
-
-class WriteConflict(Exception):
-    """Another transaction wrote the same resource first; the caller may retry."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResource:
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated: int  # microseconds since the epoch
-    deleted: bool
-    content: bytes | None
-    method: str = ""
-
-    @property
-    def etag(self) -> str:
-        return f'W/"{self.version_id}"'
-
-    @property
-    def last_updated_at(self) -> datetime:
-        return from_us(self.last_updated)
-
-
-@dataclass(slots=True)
-class SearchPage:
-    matches: list[StoredResource]
-    includes: list[StoredResource]
-    total: int | None
-    next_cursor: tuple[Any, ...] | None
-    previous_cursor: tuple[Any, ...] | None
-
-
-@dataclass(slots=True)
-class HistoryPage:
-    entries: list[StoredResource]
-    next_before_seq: int | None
-    total: int | None = None
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from samplan.fhir.dates import from_us, now_us
 from samplan.fhir.errors import BadRequest, Gone, NotFound
 from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
 from samplan.fhir.resource import WRITE_CHECKS, instant
+from samplan.interactions import conformance as stored_conformance
 from samplan.security.guard import AccessControl
 from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
@@ -91,7 +92,7 @@ class SubscriptionFeature:
     async def start(self, services: Services) -> None:
         """Store the topics as Basic resources; start the in-process worker if configured."""
         services.extras[EXTRAS_KEY] = self
-        await conformance.sync(self.repo, self.topics.resources())
+        await stored_conformance.sync(self.repo, self.topics.resources())
         if self.settings.subscriptions_in_process_worker:
             from samplan.subscriptions.worker import Worker
 

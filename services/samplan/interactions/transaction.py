@@ -19,9 +19,10 @@ import orjson
 
 from samplan.fhir.bundle import response_entry
 from samplan.fhir.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
-from samplan.fhir.interactions import FhirService, WriteResult
 from samplan.fhir.resource import validate_resource
-from samplan.store.repository import StoredResource, WriteTx
+from samplan.fhir.stored import StoredResource
+from samplan.interactions.service import FhirService, WriteResult
+from samplan.store.repository import WriteTx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 

@@ -32,14 +32,8 @@ from samplan.fhir.errors import (
 from samplan.fhir.registry import REGISTRY, Interaction, ResourceType
 from samplan.fhir.resource import ID_PATTERN, validate_resource
 from samplan.fhir.search import SearchQuery, parse_search
-from samplan.store.repository import (
-    HistoryPage,
-    Repository,
-    SearchPage,
-    StoredResource,
-    WriteConflict,
-    WriteTx,
-)
+from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource, WriteConflict
+from samplan.store.repository import Repository, WriteTx
 
 T = TypeVar("T")
 _RETRIES = 8
