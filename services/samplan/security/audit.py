@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import orjson
+
 from samplan.fhir.dates import from_us, now_us
 from samplan.fhir.identifiers import HSA_SYSTEM
 from samplan.fhir.resource import instant
@@ -107,6 +109,31 @@ class AuditRecord:
     @property
     def action(self) -> str:
         return ACTIONS[self.interaction]
+
+    def to_row(self) -> dict[str, object]:
+        """The ``audit_events`` row of this entry (``store/audit.py``: columns searched by,
+        and the AuditEvent JSON as served)."""
+        agent = self.agent
+        return {
+            "event_id": self.event_id,
+            "recorded": self.recorded_us,
+            "action": self.action,
+            "interaction": self.interaction,
+            "outcome": self.outcome,
+            "agent_kind": agent.kind,
+            "agent_subject": agent.subject[:255],
+            "agent_user_hsa_id": agent.user_hsa_id,
+            "agent_unit_hsa_id": agent.unit_hsa_id,
+            "agent_provider_hsa_id": agent.provider_hsa_id,
+            "agent_org_hsa_id": agent.org_hsa_id,
+            "agent_fhir_user": agent.fhir_user,
+            "client_id": agent.client_id,
+            "patient_id": self.patient_id,
+            "entity_type": self.entity_type,
+            "entity_id": self.entity_id,
+            "client_ip": self.client_ip,
+            "content": orjson.dumps(self.to_fhir()),
+        }
 
     def to_fhir(self) -> dict[str, Any]:
         """The R4 AuditEvent served by ``GET /fhir/AuditEvent``."""

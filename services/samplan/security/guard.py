@@ -112,7 +112,7 @@ class AccessControl:
         self.audit = audit
         self.queries = AccessQueries(repo.engine, driver=repo.driver_connection)
         # Reads log through one shared committer: concurrent reads share a commit.
-        self._log_committer: GroupCommitter[AuditRecord] = GroupCommitter(
+        self._log_committer: GroupCommitter[audit_store.AuditEntry] = GroupCommitter(
             repo, audit_store.append, commit=audit_store.committer(repo)
         )
         if hook and self.before_commit not in repo.before_commit:
@@ -247,7 +247,7 @@ class AccessControl:
         commit (store/group_commit.py), so the log does not cap read throughput.
         """
         if self.audit:
-            await self._log_committer.submit(list(records))
+            await self._log_committer.submit([r.to_row() for r in records])
 
     async def before_commit(self, tx: WriteTx) -> None:
         """Check every change of the transaction against the policy, and log it (same tx)."""
@@ -312,7 +312,7 @@ class AccessControl:
                     client_ip=ctx.client_ip if ctx else None,
                 ))
         if self.audit:
-            await audit_store.append(tx.conn, records)
+            await audit_store.append(tx.conn, [r.to_row() for r in records])
 
 
 class GuardedFhirService(FhirService):

@@ -6,16 +6,18 @@ the log (through the FHIR interactions it records) and read it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import ColumnElement, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from samplan.security.audit import AuditRecord
 from samplan.store.repository import Repository, driver_of
 from samplan.store.tables import audit_events
+
+AuditEntry = Mapping[str, object]
+"""One row to append, by column name (``AUDITAUDIT_COLUMNS``): what the security layer's
+records become (``security/audit.py``); the store knows no policy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +43,13 @@ class AuditSearch:
     count: int = 20
 
 
-async def append(conn: AsyncConnection, records: Sequence[AuditRecord]) -> None:
+async def append(conn: AsyncConnection, rows: Sequence[AuditEntry]) -> None:
     """Insert entries on an open transaction (the write's own, or one of its own)."""
-    if not records:
+    if not rows:
         return
-    rows = [_row(r) for r in records]
     if conn.dialect.name == "postgresql":  # one prepared statement on the driver (issue 7)
         driver = await driver_of(conn)
-        await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in _COLUMNS))
+        await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
         return
     await conn.execute(insert(audit_events), rows)
 
@@ -106,31 +107,7 @@ async def patient_of(engine: AsyncEngine, event_id: str) -> str | None:
     return row.patient_id if row else None
 
 
-def _row(record: AuditRecord) -> dict[str, object]:
-    agent = record.agent
-    return {
-        "event_id": record.event_id,
-        "recorded": record.recorded_us,
-        "action": record.action,
-        "interaction": record.interaction,
-        "outcome": record.outcome,
-        "agent_kind": agent.kind,
-        "agent_subject": agent.subject[:255],
-        "agent_user_hsa_id": agent.user_hsa_id,
-        "agent_unit_hsa_id": agent.unit_hsa_id,
-        "agent_provider_hsa_id": agent.provider_hsa_id,
-        "agent_org_hsa_id": agent.org_hsa_id,
-        "agent_fhir_user": agent.fhir_user,
-        "client_id": agent.client_id,
-        "patient_id": record.patient_id,
-        "entity_type": record.entity_type,
-        "entity_id": record.entity_id,
-        "client_ip": record.client_ip,
-        "content": orjson.dumps(record.to_fhir()),
-    }
-
-
-_COLUMNS = ("event_id", "recorded", "action", "interaction", "outcome", "agent_kind",
+AUDIT_COLUMNS = ("event_id", "recorded", "action", "interaction", "outcome", "agent_kind",
             "agent_subject", "agent_user_hsa_id", "agent_unit_hsa_id", "agent_provider_hsa_id",
             "agent_org_hsa_id", "agent_fhir_user", "client_id", "patient_id", "entity_type",
             "entity_id", "client_ip", "content")
@@ -138,13 +115,13 @@ _PG_TYPES = {"recorded": "bigint", "content": "bytea"}
 # One statement for any number of entries (arrays unnested into rows): atomic by
 # itself, so it needs no BEGIN/COMMIT around it, and asyncpg prepares it once.
 _APPEND_PG = (
-    f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{_PG_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, 1))
+    f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{_PG_TYPES.get(c, 'text')}[]" for i, c in enumerate(AUDIT_COLUMNS, 1))
     + ")"
 )
 
 
-def committer(repo: Repository) -> Callable[[Sequence[AuditRecord]], Awaitable[None]] | None:
+def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[None]] | None:
     """A function that commits entries in one round trip, or None where there is none.
 
     PostgreSQL: :func:`append_committed`. SQLite: None, its single writer is
@@ -153,18 +130,17 @@ def committer(repo: Repository) -> Callable[[Sequence[AuditRecord]], Awaitable[N
     if repo.is_sqlite:
         return None
 
-    async def commit(records: Sequence[AuditRecord]) -> None:
-        await append_committed(repo, records)  # the module's, as observability wraps it
+    async def commit(rows: Sequence[AuditEntry]) -> None:
+        await append_committed(repo, rows)  # the module's, as observability wraps it
 
     return commit
 
 
-async def append_committed(repo: Repository, records: Sequence[AuditRecord]) -> None:
+async def append_committed(repo: Repository, rows: Sequence[AuditEntry]) -> None:
     """Insert entries with one ``INSERT ... SELECT FROM unnest(...)`` on an autocommit
     driver connection (PostgreSQL): committed when this returns."""
-    if not records:
+    if not rows:
         return
-    rows = [_row(r) for r in records]
-    columns = [[row[c] for row in rows] for c in _COLUMNS]
+    columns = [[row[c] for row in rows] for c in AUDIT_COLUMNS]
     async with repo.driver_connection() as driver:
         await driver.execute(_APPEND_PG, *columns)

@@ -358,11 +358,12 @@ class Worker:
                                                last_sent_at=now, last_error=None)
                 await store.mark_delivered(tx.conn, state.id, numbers, now)
                 span = (f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"{numbers[0]}")
-                await audit_store.append(tx.conn, delivery.notification_records(
+                records = delivery.notification_records(
                     principal_of(state.subscriber), state.id, events, screened,
                     description=f"notification (event {span}, {state.config.content}) "
                                 f"to {state.config.endpoint}",
-                ))
+                )
+                await audit_store.append(tx.conn, [r.to_row() for r in records])
             else:
                 attempts = max(ev.attempts for ev in events) + 1
                 dead = attempts >= self.settings.subscriptions_max_attempts
