@@ -110,7 +110,7 @@ async def count_careplans(services: Any) -> int:
 
     stmt = select(func.count()).select_from(resources).where(
         resources.c.resource_type == "CarePlan")
-    async with services.engine.connect() as conn:
+    async with services.gate.engine.connect() as conn:
         return int((await conn.execute(stmt)).scalar_one())
 
 
@@ -140,7 +140,7 @@ async def load(
                 f"{database_url} holds {existing} CarePlans, fewer than --patients {patients}: "
                 "use an empty database (or the same --patients as when it was loaded)"
             )
-        fhir, repo = services.fhir, services.repo
+        fhir, repo = services.gate.as_service(), services.gate.service.repo
         if concurrency is None:
             concurrency = 2 if repo.is_sqlite else 4
         pool, shared = dataset.shared_pool(seed)
@@ -202,7 +202,7 @@ async def load(
             bar.close()
         return LoadResult(patients, written, time.perf_counter() - started, False)
     finally:
-        if not services.repo.is_sqlite:
+        if not services.gate.service.repo.is_sqlite:
             await _analyze(services)
         await close_services(services)
 
@@ -216,7 +216,7 @@ async def _analyze(services: Any) -> None:
     """
     from sqlalchemy import text
 
-    async with services.engine.connect() as conn:
+    async with services.gate.engine.connect() as conn:
         await conn.execute(text("ANALYZE"))
         await conn.commit()
 

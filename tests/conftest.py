@@ -89,7 +89,7 @@ KEEP = ", ".join(f"'{t}'" for t in CONFORMANCE_TYPES)
 
 async def empty_tables(services: Services) -> None:
     """Remove every row a test may have written; the conformance resources loaded at start stay."""
-    async with services.engine.begin() as conn:
+    async with services.gate.engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             if "resource_type" in table.c:
                 await conn.execute(

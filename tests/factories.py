@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
+
+from samplan.fhir.identifiers import luhn_check_digit
 
 PNR_SYSTEM = "http://electronichealth.se/identifier/personnummer"
 HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
@@ -10,10 +13,24 @@ CATEGORY_SYSTEM = "https://samplan.se/fhir/CodeSystem/careplan-category"
 VALID_PNRS = ("194501011235", "193803152341", "191212121212")
 
 
+_SERIALS = itertools.count(1)
+
+
+def unique_personnummer() -> str:
+    """A valid personnummer no other call returns (born 1950-01-01, serial 001, 002, ...):
+    one personnummer names one Patient (a second is a 409)."""
+    serial = next(_SERIALS)
+    day = 1 + serial // 999
+    nine = f"5001{day:02d}{serial % 999 + 1:03d}"
+    return f"19{nine}{luhn_check_digit(nine)}"
+
+
 def make_patient(
-    *, pnr: str = "194501011235", family: str = "Holm", given: str = "Greta",
+    *, pnr: str | None = None, family: str = "Holm", given: str = "Greta",
     birth_date: str | None = "1945-01-01", id: str | None = None,
 ) -> dict[str, Any]:
+    """A Patient; ``pnr`` None: a personnummer of its own (:func:`unique_personnummer`)."""
+    pnr = pnr or unique_personnummer()
     patient: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [{"system": PNR_SYSTEM, "value": pnr}],

@@ -154,13 +154,15 @@ def import_notes(
 ) -> None:
     """Import a folder of keyword notes (idempotent by note id: safe to re-run)."""
     from samplan.agreement.bulk import import_folder
+    from samplan.agreement.notes import AgreementNotes
     from samplan.main import build_services, close_services
     from samplan.settings import get_settings
 
     async def run() -> None:
         services = await build_services(get_settings())
         try:
-            summary = await import_folder(services.extras["notes"], folder, report=report,
+            notes = AgreementNotes(services.gate.as_service())
+            summary = await import_folder(notes, folder, report=report,
                                           concurrency=concurrency)
         finally:
             await close_services(services)

@@ -19,13 +19,11 @@ def demo_bundle(path: Path | None = None) -> dict[str, Any]:
 
 
 async def load(path: Path | None = None) -> int:
-    """Post the demo transaction through the service itself (so it is validated and indexed)."""
-    from samplan.interactions.transaction import BundleProcessor
-
+    """Post the demo transaction as the service itself (so it is validated and indexed)."""
     services = await build_services(get_settings())
     try:
-        processor = BundleProcessor(services.fhir, return_representation=False)
-        response = orjson.loads(await processor.transaction(demo_bundle(path)))
+        response = orjson.loads(await services.gate.as_service().bundle(
+            demo_bundle(path), return_representation=False))
         return len(response.get("entry", []))
     finally:
         await close_services(services)

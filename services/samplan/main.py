@@ -6,7 +6,6 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -14,7 +13,6 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from samplan import observability, openapi_export
-from samplan.agreement.notes import AgreementNotes
 from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
 from samplan.api import hardening
@@ -31,16 +29,12 @@ from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
 from samplan.fhir.stored import WriteConflict
-from samplan.interactions import conformance as stored_conformance
-from samplan.interactions.service import FhirService
 from samplan.mapping.questionnaire import questionnaire
 from samplan.mapping.spec import default_mappings
 from samplan.observability.health import readiness
 from samplan.security.authn import build_authenticator
-from samplan.security.guard import AccessControl
+from samplan.security.gate import open_gate
 from samplan.settings import Settings, get_settings
-from samplan.store.database import create_engine, seed_sqlite_statistics
-from samplan.store.repository import Repository
 from samplan.subscriptions import service as subscriptions
 
 _PROFILES: dict[str, ProfileRegistry] = {}
@@ -106,45 +100,36 @@ async def _retrying_conflicts(step: Callable[[], Awaitable[object]], attempts: i
 
 
 async def build_services(settings: Settings) -> Services:
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    await seed_sqlite_statistics(engine)
-    tz = ZoneInfo(settings.timezone)
-    repo = Repository(engine, tz=tz, base_url=settings.base_url)
-    fhir = FhirService(repo, tz=tz, base_url=settings.base_url,
-                       default_count=settings.default_page_size,
-                       max_count=settings.max_page_size)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     try:  # first: production must not even touch the database with unsafe keys
         authenticator = await build_authenticator(settings, http)
     except Exception:
         await http.aclose()
-        await engine.dispose()
         raise
-    profiles = load_profiles(settings)
-    conformance.register_conformance_types()
-    install_write_checks(profiles)
-    _advertise_profiles(profiles)
-    feature = subscriptions.install(settings, repo)  # before the CapabilityStatement
-    await _retrying_conflicts(lambda: stored_conformance.sync(
-        repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
-    capability = orjson.dumps(
-        capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
-    )
-    services = Services(settings, engine, repo, fhir, http, capability)
-    services.extras["profiles"] = profiles
-    services.extras["notes"] = AgreementNotes(fhir)
-    await feature.start(services)  # topics stored; in-process worker if --with-worker
-    services.extras[api_auth.AUTHENTICATOR] = authenticator
-    # registers the before-commit hook that checks and logs every write
-    services.extras[api_auth.ACCESS_CONTROL] = AccessControl(repo, audit=settings.audit_enabled)
+    gate = await open_gate(settings)
+    try:
+        profiles = load_profiles(settings)
+        conformance.register_conformance_types()
+        install_write_checks(profiles)
+        _advertise_profiles(profiles)
+        feature = subscriptions.install(settings, gate)  # before the CapabilityStatement
+        await _retrying_conflicts(lambda: gate.sync_conformance(
+            [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
+        capability = orjson.dumps(
+            capability_statement(settings.base_url, auth_enabled=settings.auth_enabled))
+        services = Services(settings, gate, authenticator, http, profiles, feature, capability)
+        await feature.start(http)  # topics stored; in-process worker if --with-worker
+    except BaseException:
+        await http.aclose()
+        await gate.close()
+        raise
     return services
 
 
 async def close_services(services: Services) -> None:
-    await subscriptions.stop(services)
+    await services.subscriptions.stop()
     await services.http.aclose()
-    await services.repo.close()
-    await services.engine.dispose()
+    await services.gate.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -196,6 +181,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         """Ready: the database answers and is at this code's migration head (else 503)."""
-        return await readiness(app.state.services.engine)
+        return await readiness(app.state.services.gate.engine)
 
     return app

@@ -18,7 +18,9 @@ from samplan.agreement.patient_view import (
     build_view,
     long_datetime,
     phone_href,
-    strip_nopatient,
+)
+from samplan.agreement.patient_view import (
+    for_patient as strip_nopatient,
 )
 from samplan.fhir.errors import Forbidden, NotFound, Unprocessable
 

@@ -19,7 +19,7 @@ class TestRacingIfMatch:
     async def test_exactly_one_of_n_writers_with_the_same_etag_wins(
         self, client: httpx.AsyncClient
     ) -> None:
-        rid = (await client.post("/fhir/Patient", json=make_patient())).json()["id"]
+        rid = (await client.post("/fhir/Patient", json=make_patient(pnr="194501011235"))).json()["id"]
 
         async def writer(n: int) -> int:
             response = await client.put(
@@ -36,7 +36,7 @@ class TestRacingIfMatch:
     async def test_writers_without_if_match_all_land_as_successive_versions(
         self, client: httpx.AsyncClient
     ) -> None:
-        rid = (await client.post("/fhir/Patient", json=make_patient())).json()["id"]
+        rid = (await client.post("/fhir/Patient", json=make_patient(pnr="194501011235"))).json()["id"]
 
         async def writer(n: int) -> int:
             response = await client.put(f"/fhir/Patient/{rid}",
@@ -73,7 +73,7 @@ class TestParallelConditionalCreate:
         criteria = f"identifier={PNR_SYSTEM}|194501011235"
 
         async def creator() -> httpx.Response:
-            return await client.post("/fhir/Patient", json=make_patient(),
+            return await client.post("/fhir/Patient", json=make_patient(pnr="194501011235"),
                                      headers={"If-None-Exist": criteria})
 
         responses = await asyncio.gather(*(creator() for _ in range(RACERS)))
@@ -92,7 +92,7 @@ class TestParallelConditionalCreate:
             "entry": [
                 {
                     "fullUrl": "urn:uuid:6f1c4a8e-1111-4b5e-9a51-000000000001",
-                    "resource": make_patient(),
+                    "resource": make_patient(pnr="194501011235"),
                     "request": {"method": "POST", "url": "Patient",
                                 "ifNoneExist": f"identifier={PNR_SYSTEM}|194501011235"},
                 },

@@ -72,9 +72,9 @@ class TestConditionalCreate:
     async def test_if_none_exist_with_a_match_returns_the_match_with_200(
         self, client: httpx.AsyncClient
     ) -> None:
-        first = await create(client, make_patient())
+        first = await create(client, make_patient(pnr="194501011235"))
         criteria = "identifier=http://electronichealth.se/identifier/personnummer|194501011235"
-        again = await client.post("/fhir/Patient", json=make_patient(),
+        again = await client.post("/fhir/Patient", json=make_patient(pnr="194501011235"),
                                   headers={"If-None-Exist": criteria})
         assert again.status_code == 200
         assert again.json()["id"] == first.json()["id"]

@@ -109,7 +109,7 @@ class TestWhoMayAdd:
         self, secure_client: httpx.AsyncClient, mint: Mint
     ) -> None:
         ids = await world(secure_client, mint)
-        token = mint("patient/*.rs", patient=ids["region"],
+        token = mint("patient/*.cruds", patient=ids["region"],
                      fhir_user=f"RelatedPerson/{ids['daughter']}")
         response = await secure_client.post(f"/fhir/Patient/{ids['region']}/$add-goal",
                                             content=goal_parameters("Fira jul hemma."),
@@ -129,7 +129,7 @@ class TestWhoMayAdd:
         self, secure_client: httpx.AsyncClient, mint: Mint
     ) -> None:
         ids = await world(secure_client, mint)
-        token = mint("patient/*.rs", patient=ids["kalmar"],
+        token = mint("patient/*.cruds", patient=ids["kalmar"],
                      fhir_user=f"RelatedPerson/{ids['daughter']}")
         response = await secure_client.post(f"/fhir/Patient/{ids['kalmar']}/$add-goal",
                                             content=goal_parameters("Något."),

@@ -29,6 +29,7 @@ from samplan.store.repository import WriteTx
 
 BASE = "http://samplan.test/fhir"
 GRETA_CRITERIA = f"identifier={PNR_SYSTEM}|194501011235"
+HOLM_CRITERIA = "family=Holm"  # two Patients may share a name (never a personnummer)
 CLINICAL = frozenset({"Patient", "CarePlan", "CareTeam", "Appointment", "Goal", "Practitioner"})
 
 
@@ -83,7 +84,7 @@ def _linked(subject: str) -> list[dict[str, Any]]:
     appointment["participant"][0]["actor"] = {"reference": subject, "display": "Greta"}
     appointment["basedOn"] = [{"reference": "urn:uuid:plan"}]
     return [
-        make_entry("POST", "Patient", make_patient(), full_url="urn:uuid:patient"),
+        make_entry("POST", "Patient", make_patient(pnr="194501011235"), full_url="urn:uuid:patient"),
         make_entry("POST", "CareTeam", team, full_url="urn:uuid:team"),
         make_entry("POST", "Goal", goal, full_url="urn:uuid:goal"),
         make_entry("POST", "CarePlan", plan, full_url="urn:uuid:plan"),
@@ -164,7 +165,7 @@ class TestUrnUuidReferences:
     ) -> None:
         bundle = make_bundle(
             "transaction",
-            make_entry("POST", "Patient", make_patient(), full_url="urn:uuid:same"),
+            make_entry("POST", "Patient", make_patient(pnr="194501011235"), full_url="urn:uuid:same"),
             make_entry("POST", "Patient", make_patient(pnr="193803152341"),
                        full_url="urn:uuid:same"),
         )
@@ -178,7 +179,7 @@ class TestConditionalReferences:
     async def test_a_conditional_reference_resolves_to_the_one_match(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = (await create(client, make_patient()))["id"]
+        greta = (await create(client, make_patient(pnr="194501011235")))["id"]
         await create(client, make_patient(pnr="193803152341", family="Lund"))
         plan = make_careplan(patient_id="x")
         plan["subject"] = {"reference": f"Patient?{GRETA_CRITERIA}"}
@@ -191,7 +192,7 @@ class TestConditionalReferences:
     async def test_a_conditional_reference_may_use_the_oid_and_written_form(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = (await create(client, make_patient()))["id"]
+        greta = (await create(client, make_patient(pnr="194501011235")))["id"]
         goal = make_goal(patient_id="x")
         goal["subject"] = {"reference": "Patient?identifier=urn:oid:1.2.752.129.2.1.3.1|"
                                         "450101-1235"}
@@ -223,11 +224,11 @@ class TestConditionalReferences:
     async def test_a_conditional_reference_matching_two_fails_with_412(
         self, client: httpx.AsyncClient
     ) -> None:
-        await create(client, make_patient())
+        await create(client, make_patient(pnr="194501011235"))
         await create(client, make_patient(family="Holm-Dubblett"))
         before = await versions(client)
         plan = make_careplan(patient_id="x")
-        plan["subject"] = {"reference": f"Patient?{GRETA_CRITERIA}"}
+        plan["subject"] = {"reference": f"Patient?{HOLM_CRITERIA}"}
         response = await post_bundle(client, make_bundle(
             "transaction",
             make_entry("POST", "Goal", make_goal(patient_id="x")),
@@ -239,7 +240,7 @@ class TestConditionalReferences:
             "issue": [{
                 "severity": "error",
                 "code": "conflict",
-                "diagnostics": f"Bundle.entry[1]: reference 'Patient?{GRETA_CRITERIA}' matches "
+                "diagnostics": f"Bundle.entry[1]: reference 'Patient?{HOLM_CRITERIA}' matches "
                                "more than one Patient.",
                 "expression": ["Bundle.entry[1].resource.subject.reference"],
             }],
@@ -251,7 +252,7 @@ class TestIfNoneExist:
     async def test_a_match_is_returned_with_200_and_references_point_at_it(
         self, client: httpx.AsyncClient
     ) -> None:
-        existing = await create(client, make_patient())
+        existing = await create(client, make_patient(pnr="194501011235"))
         bundle = plan_bundle("urn:uuid:patient")
         bundle["entry"][0]["request"]["ifNoneExist"] = GRETA_CRITERIA
         response = await post_bundle(client, bundle)
@@ -270,7 +271,7 @@ class TestIfNoneExist:
     async def test_no_match_creates(self, client: httpx.AsyncClient) -> None:
         await create(client, make_patient(pnr="193803152341"))
         bundle = make_bundle("transaction", make_entry(
-            "POST", "Patient", make_patient(), if_none_exist=GRETA_CRITERIA))
+            "POST", "Patient", make_patient(pnr="194501011235"), if_none_exist=GRETA_CRITERIA))
         response = await post_bundle(client, bundle)
         assert response.json()["entry"][0]["response"]["status"] == "201 Created"
         patients = (await client.get("/fhir/Patient", params={"_summary": "count"})).json()
@@ -279,13 +280,13 @@ class TestIfNoneExist:
     async def test_if_none_exist_matching_two_fails_the_transaction(
         self, client: httpx.AsyncClient
     ) -> None:
-        await create(client, make_patient())
+        await create(client, make_patient(pnr="194501011235"))
         await create(client, make_patient(family="Holm-Dubblett"))
         before = await versions(client)
         bundle = make_bundle(
             "transaction",
             make_entry("POST", "Goal", make_goal(patient_id="x")),
-            make_entry("POST", "Patient", make_patient(), if_none_exist=GRETA_CRITERIA),
+            make_entry("POST", "Patient", make_patient(), if_none_exist=HOLM_CRITERIA),
         )
         response = await post_bundle(client, bundle)
         assert response.status_code == 412
@@ -316,7 +317,7 @@ class TestAtomicity:
     async def test_a_stale_if_match_in_the_last_entry_rolls_back_the_earlier_ones(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = await create(client, make_patient())
+        greta = await create(client, make_patient(pnr="194501011235"))
         await client.put(f"/fhir/Patient/{greta['id']}",
                          json=make_patient(id=greta["id"], family="Två"))
         before = await versions(client)
@@ -346,7 +347,7 @@ class TestAtomicity:
     async def test_a_failing_entry_undoes_an_earlier_delete_and_update(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = await create(client, make_patient())
+        greta = await create(client, make_patient(pnr="194501011235"))
         goal = await create(client, make_goal(patient_id=greta["id"]))
         before = await versions(client)
         bundle = make_bundle(
@@ -374,11 +375,11 @@ class TestAtomicity:
             if attempts == 1:
                 raise WriteConflict("a concurrent writer won (simulated)")
 
-        services.repo.before_commit.append(conflict_once)
+        services.gate.service.repo.before_commit.append(conflict_once)
         try:
             response = await post_bundle(client, plan_bundle("urn:uuid:patient"))
         finally:
-            services.repo.before_commit.remove(conflict_once)
+            services.gate.service.repo.before_commit.remove(conflict_once)
         assert attempts == 2
         assert response.status_code == 200, response.text
         patient, team, goal, plan, _ = (id_of(e) for e in response.json()["entry"])
@@ -398,7 +399,7 @@ class TestTransactionResponse:
     async def test_entries_answer_in_request_order_with_status_location_and_etag(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = await create(client, make_patient())
+        greta = await create(client, make_patient(pnr="194501011235"))
         goal = await create(client, make_goal(patient_id=greta["id"]))
         bundle = make_bundle(
             "transaction",
@@ -457,7 +458,7 @@ class TestTransactionResponse:
     async def test_get_entries_search_and_read_inside_the_transaction(
         self, client: httpx.AsyncClient
     ) -> None:
-        greta = await create(client, make_patient())
+        greta = await create(client, make_patient(pnr="194501011235"))
         bundle = make_bundle(
             "transaction",
             make_entry("POST", "Goal", make_goal(patient_id=greta["id"])),
@@ -487,8 +488,8 @@ class TestTransactionResponse:
              "Bundle.entry[0] has no request.", ["Bundle.entry[0].request"]),
             ({"resourceType": "Bundle", "type": "transaction",
               "entry": [{"request": {"method": "TRACE", "url": "Patient"}}]},
-             "Bundle.entry[0].request needs a method (GET, POST, PUT, PATCH, DELETE) and a url.",
-             ["Bundle.entry[0].request"]),
+             "Bundle.entry[0].request.method must be GET, POST, PUT, PATCH or DELETE, "
+             "not 'TRACE'.", ["Bundle.entry[0].request.method"]),
             ({"resourceType": "Bundle", "type": "transaction",
               "entry": [{"request": {"method": "POST", "url": "Patient"}}]},
              "Bundle.entry[0] needs a resource for POST.", ["Bundle.entry[0].resource"]),
@@ -523,7 +524,7 @@ class TestTransactionResponse:
 class TestBatch:
     @pytest.fixture
     async def greta(self, client: httpx.AsyncClient) -> dict[str, Any]:
-        return await create(client, make_patient())
+        return await create(client, make_patient(pnr="194501011235"))
 
     async def test_entries_succeed_or_fail_on_their_own(
         self, client: httpx.AsyncClient, greta: dict[str, Any]
@@ -588,7 +589,7 @@ class TestBatch:
         goal = await create(client, make_goal(patient_id=greta["id"]))
         bundle = make_bundle(
             "batch",
-            make_entry("POST", "Patient", make_patient(), if_none_exist=GRETA_CRITERIA),
+            make_entry("POST", "Patient", make_patient(pnr="194501011235"), if_none_exist=GRETA_CRITERIA),
             make_entry("DELETE", f"Goal/{goal['id']}"),
         )
         entries = (await post_bundle(client, bundle)).json()["entry"]

@@ -146,7 +146,7 @@ class TestCarePlan:
 
 class TestPatient:
     def test_identifier_name_and_birthdate(self) -> None:
-        rows = rows_of(make_patient(family="Öberg", given="Åsa"))
+        rows = rows_of(make_patient(pnr="194501011235", family="Öberg", given="Åsa"))
         assert rows.tokens == [("identifier", PNR_SYSTEM, "194501011235")]
         assert sorted(rows.strings) == sorted([
             ("name", "oberg"), (exact_param("name"), "Öberg"),

@@ -39,7 +39,7 @@ async def test_reads_and_writes_are_logged_unless_switched_off(
     app = create_app(make_settings(database_url, audit_enabled=audit))
     async with app.router.lifespan_context(app):
         services = app.state.services
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             before = (await conn.execute(select(func.count()).select_from(audit_events))).scalar()
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://samplan.test") as c:
@@ -47,6 +47,6 @@ async def test_reads_and_writes_are_logged_unless_switched_off(
             assert created.status_code == 201
             read = await c.get(f"/fhir/Patient/{created.json()['id']}")
             assert read.status_code == 200
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             after = (await conn.execute(select(func.count()).select_from(audit_events))).scalar()
     assert after - before == (2 if audit else 0)

@@ -217,10 +217,9 @@ class TestErrors:
                                    {"secret": "x"}, Exception("disk I/O error"))
 
         services = hardened_app.state.services
-        monkeypatch.setattr(services.repo, "read", broken)
+        monkeypatch.setattr(services.gate.service.repo, "read", broken)
         # a staff read asks for the row and the reach in one statement
-        monkeypatch.setattr(services.extras["access_control"].queries,
-                            "read_with_staff_reach", broken)
+        monkeypatch.setattr(services.gate.queries, "read_with_reach", broken)
         async with connect() as client:
             response = await client.get("/fhir/Patient/abc", headers=bearer(mint, "err"))
         assert response.status_code == 500

@@ -189,7 +189,7 @@ async def test_internal_writes_are_logged_as_the_service(
     secure_services: Services, world: World
 ) -> None:
     rows, total = await audit_store.search(
-        secure_services.engine, audit_store.AuditSearch(patients=(world.greta,), count=100)
+        secure_services.gate.engine, audit_store.AuditSearch(patients=(world.greta,), count=100)
     )
     assert total >= 5  # the seeded resources, written by the service itself
     assert all(b'"display":"samplan"' in r.content for r in rows)

@@ -28,7 +28,7 @@ def _auth(token: str) -> dict[str, str]:
 
 
 async def _create(services: Services, resource: dict[str, Any]) -> str:
-    return (await services.fhir.create(resource["resourceType"], resource)).stored.resource_id
+    return (await services.gate.as_service().create(resource["resourceType"], resource)).stored.resource_id
 
 
 class TestSparr:
@@ -48,7 +48,7 @@ class TestSparr:
         assert (await secure_client.get(plan, headers=system)).status_code == 200
         # lifting the block gives access back at once
         lifted = {**block(world.greta, world.unit_in, status="inactive"), "id": consent_id}
-        await secure_services.fhir.update("Consent", consent_id, lifted)
+        await secure_services.gate.as_service().update("Consent", consent_id, lifted)
         assert (await secure_client.get(plan, headers=staff)).status_code == 200
 
     async def test_the_patient_records_a_block_themselves(
@@ -83,12 +83,12 @@ class TestRelatives:
                               fhir_user=f"RelatedPerson/{world.relative}"))
         plan = f"/fhir/CarePlan/{world.plan}"
         assert (await secure_client.get(plan, headers=relative)).status_code == 200
-        grants = (await secure_services.fhir.search(
+        grants = (await secure_services.gate.as_service().search(
             "Consent", [("actor", f"RelatedPerson/{world.relative}")]))[1].matches
         [grant] = grants
         revoked = {**proxy_grant(world.greta, world.relative, status="inactive"),
                    "id": grant.resource_id}
-        await secure_services.fhir.update("Consent", grant.resource_id, revoked)
+        await secure_services.gate.as_service().update("Consent", grant.resource_id, revoked)
         assert (await secure_client.get(plan, headers=relative)).status_code == 404
 
     async def test_a_relative_never_sees_professional_only_content(

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 import pytest
+from samplan.security.guard import AccessControl, GuardedFhirService, _basis_hsa_ids
 
 from samplan.api.deps import Services
 from samplan.fhir.errors import NotFound
 from samplan.security import policy
-from samplan.security.guard import AccessControl, GuardedFhirService, _basis_hsa_ids
 from samplan.security.principal import Principal
 from samplan.store.access import AccessQueries
 from security.test_reach_subquery import PRINCIPALS, _create, patients  # noqa: F401
@@ -44,7 +44,7 @@ async def _outcome(guard: GuardedFhirService, rtype: str, rid: str) -> str:
 async def _resources(services: Services, ids: dict[str, str]) -> list[tuple[str, str]]:
     found = [("Patient", pid) for pid in ids.values()]
     for rtype in ("CarePlan", "Goal", "CareTeam", "Consent", "Organization"):
-        _, page = await services.fhir.search(rtype, [("_count", "100")])
+        _, page = await services.gate.as_service().search(rtype, [("_count", "100")])
         found += [(rtype, m.resource_id) for m in page.matches]
     return found
 
@@ -55,7 +55,7 @@ async def test_one_statement_and_separate_queries_agree(
 ) -> None:
     principal = _principal(PRINCIPALS[who])
     control = _control(secure_services)
-    separate = AccessQueries(secure_services.repo.engine)  # no driver: the five queries
+    separate = AccessQueries(secure_services.gate.service.repo.engine)  # no driver: the five queries
     basis = await control.care_team_basis(principal, separate)
     for pid in patients.values():
         reached = await separate.patients_of_care_teams(
@@ -76,7 +76,7 @@ async def test_one_statement_and_separate_queries_agree(
             rtype, rid, *_basis_hsa_ids(principal))
         assert found is not None
         stored, facts = found
-        assert stored == await secure_services.repo.read(rtype, rid)
+        assert stored == await secure_services.gate.service.repo.read(rtype, rid)
         assert stored is not None
         assert stored.content is not None
         ids = policy.patient_ids(rtype, orjson.loads(stored.content))
@@ -92,10 +92,10 @@ async def test_reads_answer_the_same_either_way(
     control = _control(secure_services)
     principal = _principal(PRINCIPALS[who])
     resources = await _resources(secure_services, patients)
-    at_once = [await _outcome(GuardedFhirService(secure_services.fhir, control, principal),
+    at_once = [await _outcome(GuardedFhirService(secure_services.gate.as_service(), control, principal),
                               rtype, rid) for rtype, rid in resources]
     monkeypatch.setattr(control.queries, "driver", None)
-    separate = [await _outcome(GuardedFhirService(secure_services.fhir, control, principal),
+    separate = [await _outcome(GuardedFhirService(secure_services.gate.as_service(), control, principal),
                                rtype, rid) for rtype, rid in resources]
     assert at_once == separate
     if who == "unit-and-nurse":
@@ -112,5 +112,5 @@ async def test_a_missing_resource_is_not_found_in_one_statement(
         "CarePlan", "no-such-plan", *_basis_hsa_ids(principal))
     assert found is not None
     assert found[0] is None
-    guard = GuardedFhirService(secure_services.fhir, _control(secure_services), principal)
+    guard = GuardedFhirService(secure_services.gate.as_service(), _control(secure_services), principal)
     assert await _outcome(guard, "CarePlan", "no-such-plan") == "404"

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from samplan.security.guard import GuardedFhirService
 
 from samplan.api.deps import Services
 from samplan.fhir.search import CareTeamValue, Filter
-from samplan.security.guard import GuardedFhirService
 from samplan.security.principal import Principal
 from security.test_http_matrix import HSA_SYSTEM, NOPATIENT, _goal, _org, _plan, block
 
@@ -27,7 +27,7 @@ NURSE = "SE2321000073-1001"
 
 
 async def _create(services: Services, resource: dict[str, Any]) -> str:
-    return (await services.fhir.create(resource["resourceType"], resource)).stored.resource_id
+    return (await services.gate.as_service().create(resource["resourceType"], resource)).stored.resource_id
 
 
 def _team(patient: str, *members: str, status: str = "active",
@@ -94,7 +94,7 @@ SEARCHES = [
 async def _run(services: Services, claims: dict[str, Any], subquery: bool,
                rtype: str, params: list[tuple[str, str]]) -> tuple[Any, ...]:
     principal = Principal.from_claims({"sub": "tester", **claims})
-    guard = GuardedFhirService(services.fhir, services.extras["access_control"], principal)
+    guard = GuardedFhirService(services.gate.as_service(), services.extras["access_control"], principal)
     guard.reach_as_subquery = subquery
     query, page = await guard.search(rtype, list(params))
     used = [f for f in query.filters if f.values and isinstance(f.values[0], CareTeamValue)]

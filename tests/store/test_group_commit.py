@@ -30,9 +30,9 @@ class TestGroupCommit:
                 for r in rows
             ])
 
-        committer = GroupCommitter(services.repo, append)
+        committer = GroupCommitter(services.gate.service.repo, append)
         await asyncio.gather(*(committer.submit([f"row-{i}"]) for i in range(CALLERS)))
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             count = (await conn.execute(
                 select(func.count()).select_from(idx_string)
                 .where(idx_string.c.resource_type == "Test"))).scalar_one()
@@ -49,11 +49,11 @@ class TestGroupCommit:
             ])
             raise RuntimeError("disk full")
 
-        committer = GroupCommitter(services.repo, append)
+        committer = GroupCommitter(services.gate.service.repo, append)
         results = await asyncio.gather(*(committer.submit([f"r{i}"]) for i in range(10)),
                                        return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             count = (await conn.execute(
                 select(func.count()).select_from(idx_string)
                 .where(idx_string.c.resource_type == "Test"))).scalar_one()
@@ -63,4 +63,4 @@ class TestGroupCommit:
         async def append(_conn: AsyncConnection, _rows: Sequence[str]) -> None:
             pytest.fail("no transaction for no rows")
 
-        await GroupCommitter(services.repo, append).submit([])
+        await GroupCommitter(services.gate.service.repo, append).submit([])

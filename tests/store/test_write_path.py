@@ -37,7 +37,7 @@ def make_plan(*, status: str = "active", category: str = "VP", goals: tuple[str,
 
 async def stored_rows(services: Services, resource_id: str) -> dict[str, Counter[tuple[Any, ...]]]:
     found: dict[str, Counter[tuple[Any, ...]]] = {}
-    async with services.engine.connect() as conn:
+    async with services.gate.engine.connect() as conn:
         for table, columns in ((idx_token, ("param", "system", "code")),
                                (idx_reference, ("param", "target_type", "target_id")),
                                (idx_date, ("param", "low", "high")),
@@ -49,14 +49,14 @@ async def stored_rows(services: Services, resource_id: str) -> dict[str, Counter
 
 
 def expected_rows(services: Services, body: Json) -> dict[str, Counter[tuple[Any, ...]]]:
-    rows = extract(body, REGISTRY["CarePlan"], services.repo.tz, services.repo.base_url)
+    rows = extract(body, REGISTRY["CarePlan"], services.gate.service.repo.tz, services.gate.service.repo.base_url)
     return {"idx_token": Counter((p, s, c[:255]) for p, s, c in rows.tokens),
             "idx_reference": Counter(rows.references), "idx_date": Counter(rows.dates),
             "idx_string": Counter(rows.strings)}
 
 
 async def put(services: Services, resource_id: str, body: Json) -> Json:
-    result = await services.fhir.update("CarePlan", resource_id, {**body, "id": resource_id})
+    result = await services.gate.as_service().update("CarePlan", resource_id, {**body, "id": resource_id})
     assert result.stored.content is not None
     stored: Json = orjson.loads(result.stored.content)
     return stored
@@ -66,7 +66,7 @@ class TestIndexRowsFollowEachVersion:
     async def test_through_updates_that_change_some_tables_and_not_others(
         self, services: Services
     ) -> None:
-        created = await services.fhir.create("CarePlan", make_plan())
+        created = await services.gate.as_service().create("CarePlan", make_plan())
         rid = created.stored.resource_id
         versions = [
             make_plan(title="Ny titel"),  # no index row changes
@@ -84,16 +84,16 @@ class TestIndexRowsFollowEachVersion:
     async def test_history_keeps_every_version_and_a_deletion_leaves_no_rows(
         self, services: Services
     ) -> None:
-        created = await services.fhir.create("CarePlan", make_plan())
+        created = await services.gate.as_service().create("CarePlan", make_plan())
         rid = created.stored.resource_id
         await put(services, rid, make_plan(title="2"))
         await put(services, rid, make_plan(title="3", status="completed"))
-        await services.fhir.delete("CarePlan", rid)
+        await services.gate.as_service().delete("CarePlan", rid)
         assert await stored_rows(services, rid) == {
             "idx_token": Counter(), "idx_reference": Counter(), "idx_date": Counter(),
             "idx_string": Counter()}
         v = resource_versions.c
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             rows = (await conn.execute(
                 select(v.version_id, v.method, v.deleted).where(v.resource_id == rid)
                 .order_by(v.version_id))).all()
@@ -106,13 +106,13 @@ class TestIndexRowsFollowEachVersion:
 
 class TestIfMatch:
     async def test_a_stale_version_is_412_and_writes_nothing(self, services: Services) -> None:
-        created = await services.fhir.create("CarePlan", make_plan())
+        created = await services.gate.as_service().create("CarePlan", make_plan())
         rid = created.stored.resource_id
         await put(services, rid, make_plan(title="2"))
         with pytest.raises(PreconditionFailed):
-            await services.fhir.update("CarePlan", rid, {**make_plan(status="completed"),
+            await services.gate.as_service().update("CarePlan", rid, {**make_plan(status="completed"),
                                                         "id": rid}, if_match='W/"1"')
-        current = await services.repo.read("CarePlan", rid)
+        current = await services.gate.service.repo.read("CarePlan", rid)
         assert current is not None
         assert current.version_id == 2
         assert await stored_rows(services, rid) == expected_rows(

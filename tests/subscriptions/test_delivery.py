@@ -200,7 +200,7 @@ class TestTwoWorkers:
         self, client: httpx.AsyncClient, receiver: Receiver, worker_factory: Any,
         services: Services,
     ) -> None:
-        if services.repo.is_sqlite:
+        if services.gate.service.repo.is_sqlite:
             pytest.skip("several workers need PostgreSQL (SKIP LOCKED); SQLite runs one")
         for name in ("a", "b"):
             worker_factory(name, worker_concurrency="1").start()
@@ -214,7 +214,7 @@ class TestTwoWorkers:
         await asyncio.sleep(0.3)
         for sid in sids:
             assert receiver.event_numbers(sid) == list(range(1, 26))
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             workers = (await conn.execute(
                 select(func.count(func.distinct(subscription_attempts.c.worker)))
                 .where(subscription_attempts.c.kind == "event-notification")
@@ -245,7 +245,7 @@ class TestRollback:
         [note] = receiver.notifications(sid)
         assert note.event_numbers == [1]
         assert note.bundle["entry"][1]["response"]["etag"] == f'W/"{plan["meta"]["versionId"]}"'
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             count = (await conn.execute(
                 select(func.count()).select_from(subscription_events))).scalar()
         assert count == 1

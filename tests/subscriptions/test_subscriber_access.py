@@ -14,15 +14,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from samplan.security.guard import AccessControl
 from sqlalchemy import select
 
 from samplan.api.deps import Services
-from samplan.security.guard import AccessControl
 from samplan.security.subscriber import SubscriberAccess, principal_of, screen
 from samplan.store.tables import audit_events, subscriptions
 from samplan.subscriptions.bench import subscription_body
 from samplan.subscriptions.receiver import Receiver
-from samplan.subscriptions.service import EXTRAS_KEY
 from samplan.subscriptions.worker import Worker
 from security.test_http_matrix import (  # noqa: F401  (world_fixture is a fixture)
     GRETA_PNR,
@@ -61,7 +60,7 @@ async def change(services: Services, world: World, title: str, *, olle: bool = F
     """Update Greta's (or Olle's) plan as the service itself."""
     rid = world.olle_plan if olle else world.plan
     body = {**_plan(world.olle if olle else world.greta), "id": rid, "title": title}
-    await services.fhir.update("CarePlan", rid, body)
+    await services.gate.as_service().update("CarePlan", rid, body)
 
 
 async def events_bundle(client: httpx.AsyncClient, token: str, sid: str,
@@ -93,7 +92,7 @@ def count_of(bundle: dict[str, Any]) -> str:
 
 async def notify_entries(services: Services) -> list[Any]:
     a = audit_events.c
-    async with services.engine.connect() as conn:
+    async with services.gate.engine.connect() as conn:
         return list((await conn.execute(
             select(a.patient_id, a.agent_unit_hsa_id, a.agent_org_hsa_id, a.agent_kind,
                    a.content).where(a.interaction == "notify").order_by(a.seq)
@@ -108,7 +107,7 @@ class TestStoredFacts:
     ) -> None:
         token = staff_in(mint)
         sid = await subscribe_as(secure_client, token, receiver.url)
-        async with secure_services.engine.connect() as conn:
+        async with secure_services.gate.engine.connect() as conn:
             stored = (await conn.execute(
                 select(subscriptions.c.subscriber).where(subscriptions.c.id == sid))).scalar()
         assert stored is not None
@@ -118,9 +117,9 @@ class TestStoredFacts:
         assert (facts.kind, facts.care_unit_hsa_id, facts.scopes) == ("staff", UNIT_IN,
                                                                        "user/*.cruds")
         # a write by the service itself (as the worker's status changes) keeps the facts
-        current = orjson.loads((await secure_services.fhir.read("Subscription", sid)).content)
-        await secure_services.fhir.update("Subscription", sid, {**current, "reason": "ny"})
-        async with secure_services.engine.connect() as conn:
+        current = orjson.loads((await secure_services.gate.as_service().read("Subscription", sid)).content)
+        await secure_services.gate.as_service().update("Subscription", sid, {**current, "reason": "ny"})
+        async with secure_services.gate.engine.connect() as conn:
             again = (await conn.execute(
                 select(subscriptions.c.subscriber).where(subscriptions.c.id == sid))).scalar()
         assert again == stored
@@ -186,7 +185,7 @@ class TestMatchTime:
     ) -> None:
         token = staff_in(mint)
         sid = await subscribe_as(secure_client, token, receiver.url)
-        await secure_services.fhir.create("Consent", block(world.greta, world.unit_in))
+        await secure_services.gate.as_service().create("Consent", block(world.greta, world.unit_in))
         await change(secure_services, world, "efter spärren")
         assert count_of(await events_bundle(secure_client, token, sid)) == "0"
 
@@ -211,7 +210,7 @@ class TestAtDeliveryAndEvents:
         before = await events_bundle(secure_client, token, sid)
         assert notification_events(before) == [("1", f"CarePlan/{world.plan}")]
         assert before["entry"][1]["resource"]["title"] == "före spärren"
-        await secure_services.fhir.create("Consent", block(world.greta, world.unit_in))
+        await secure_services.gate.as_service().create("Consent", block(world.greta, world.unit_in))
         after = await events_bundle(secure_client, token, sid)
         assert notification_events(after) == [("1", None)]
         assert len(after["entry"]) == 1  # no focus entry, no resource
@@ -287,15 +286,15 @@ class TestWorkerDelivery:
     ) -> None:
         recorder = Recorder()
         http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
-        worker = Worker(secure_services.repo, http, secure_services.settings,
-                        secure_services.extras[EXTRAS_KEY].box)
+        worker = Worker(secure_services.gate.service.repo, http, secure_services.settings,
+                        secure_services.subscriptions.box)
         sid = await subscribe_as(secure_client, mint("system/*.cruds", org=MUNICIPALITY),
                                  receiver.url, content="full-resource")
         await run_tick(worker)  # handshake
         await change(secure_services, world, "första")
         await run_tick(worker)
         await change(secure_services, world, "andra")
-        await secure_services.fhir.create("Consent", block(world.greta,
+        await secure_services.gate.as_service().create("Consent", block(world.greta,
                                                            await _municipality(secure_services)))
         await run_tick(worker)
         await http.aclose()
@@ -311,7 +310,7 @@ class TestWorkerDelivery:
 
 
 async def _municipality(services: Services) -> str:
-    _, page = await services.fhir.search(
+    _, page = await services.gate.as_service().search(
         "Organization", [("identifier", f"urn:oid:1.2.752.29.4.19|{MUNICIPALITY}")])
     return page.matches[0].resource_id
 
@@ -320,7 +319,7 @@ class TestScreenPolicy:
     async def test_nopatient_content_never_to_patients_or_relatives(
         self, secure_services: Services, world: World,
     ) -> None:
-        control = AccessControl(secure_services.repo, hook=False)
+        control = AccessControl(secure_services.gate.service.repo, hook=False)
         hidden = {**_goal(world.greta, hidden=True), "id": world.hidden_goal}
         plain = {**_goal(world.greta), "id": world.goal}
         patient = SubscriberAccess(kind="patient", subject="greta", scopes="patient/*.rs",

@@ -8,10 +8,9 @@ import httpx
 import pytest
 
 from samplan.api.deps import Services
-from samplan.interactions import conformance as stored_conformance
 from samplan.subscriptions.bench import subscription_body
 from samplan.subscriptions.model import EXT_CONTENT, EXT_FILTER
-from samplan.subscriptions.service import EXTRAS_KEY, TOPIC_CANONICAL_EXT
+from samplan.subscriptions.service import TOPIC_CANONICAL_EXT
 from samplan.subscriptions.signing import EXT_SECRET, SecretBox
 from samplan.subscriptions.topics import AGREEMENT_CHANGED
 from subscriptions.helpers import SECRET
@@ -168,8 +167,8 @@ class TestTopicsAreServed:
     async def test_the_topic_is_a_basic_resource(
         self, client: httpx.AsyncClient, services: Services
     ) -> None:
-        feature = services.extras[EXTRAS_KEY]
-        await stored_conformance.sync(services.repo, feature.topics.resources())  # emptied per test
+        feature = services.subscriptions
+        await services.gate.sync_conformance(feature.topics.resources())  # emptied per test
         topic = (await client.get("/fhir/Basic/agreement-changed")).json()
         assert topic["code"]["coding"] == [
             {"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]

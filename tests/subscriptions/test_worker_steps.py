@@ -13,7 +13,6 @@ from samplan.api.deps import Services
 from samplan.fhir.dates import now_us
 from samplan.store.tables import subscriptions
 from samplan.subscriptions.receiver import Receiver
-from samplan.subscriptions.service import EXTRAS_KEY
 from samplan.subscriptions.signing import SIGNATURE_HEADER, verify
 from samplan.subscriptions.worker import Worker
 from subscriptions.helpers import SECRET, subscribe
@@ -47,7 +46,7 @@ def make_worker(services: Services, recorder: Recorder, **settings: Any) -> Work
     configured = services.settings.model_copy(update={
         "subscriptions_backoff_base": 0.01, "subscriptions_backoff_cap": 30.0, **settings})
     http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
-    return Worker(services.repo, http, configured, services.extras[EXTRAS_KEY].box)
+    return Worker(services.gate, http, configured, services.subscriptions.box)
 
 
 class TestWorkerSteps:
@@ -78,7 +77,7 @@ class TestWorkerSteps:
         await run_tick(worker)
         await run_tick(worker)
         assert recorder.kinds() == ["handshake"]  # the next attempt waits its backoff
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             row = (await conn.execute(select(subscriptions).where(
                 subscriptions.c.id == sid))).one()
         assert row.handshake_attempts == 1
@@ -92,13 +91,13 @@ class TestWorkerSteps:
         recorder = Recorder()
         worker = make_worker(services, recorder)
         sid = await subscribe(client, receiver)
-        async with services.engine.begin() as conn:  # a secret sealed under another key
+        async with services.gate.engine.begin() as conn:  # a secret sealed under another key
             await conn.execute(update(subscriptions).where(subscriptions.c.id == sid)
                                .values(secret="sealed:v1:not-a-token"))
         await run_tick(worker)
         await run_tick(worker)
         assert recorder.requests == []
-        async with services.engine.connect() as conn:
+        async with services.gate.engine.connect() as conn:
             row = (await conn.execute(select(subscriptions).where(
                 subscriptions.c.id == sid))).one()
         assert row.due_at > now_us() + 10_000_000

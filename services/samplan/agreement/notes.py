@@ -5,7 +5,10 @@ notes for one patient never make two agreements), finds the patient's active
 agreement for the note's care unit, and writes the note's resources as one
 transaction Bundle: a new agreement (201) or new versions of the existing
 CarePlan and CareTeam (200). A note already imported (by note id) changes
-nothing. Nothing here knows HTTP or SQL.
+nothing and answers that agreement, to a caller who may see it; to any other
+it is a 409 that shows nothing of it. Everything runs through the caller's
+access (the gate): every search here is theirs, every write checked as theirs.
+Nothing here knows HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -24,13 +27,11 @@ from samplan.agreement.codes import (
 )
 from samplan.agreement.fhir_build import build_transaction
 from samplan.agreement.fhir_read import read_agreement
-from samplan.fhir.errors import Issue, NotFound
+from samplan.fhir.errors import Conflict, Issue, NotFound
 from samplan.fhir.stored import StoredResource
-from samplan.interactions.service import FhirService
-from samplan.interactions.transaction import BundleProcessor
 from samplan.mapping.export import export_note
 from samplan.mapping.importer import ParsedNote
-from samplan.store.repository import WriteTx
+from samplan.security.gate import Access, GuardedTx
 
 
 @dataclass(slots=True)
@@ -43,16 +44,18 @@ class ImportResult:
 
 
 class AgreementNotes:
-    def __init__(self, fhir: FhirService) -> None:
-        self.fhir = fhir
+    """Keyword notes in and out, as one caller may (``access``: the gate, for a request)."""
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
 
     async def import_note(self, parsed: ParsedNote) -> ImportResult:
-        async def unit(tx: WriteTx) -> ImportResult:
+        async def unit(tx: GuardedTx) -> ImportResult:
             return await self._import_in(tx, parsed)
 
-        return await self.fhir._retrying(unit)
+        return await self.access.run(unit)
 
-    async def _import_in(self, tx: WriteTx, parsed: ParsedNote) -> ImportResult:
+    async def _import_in(self, tx: GuardedTx, parsed: ParsedNote) -> ImportResult:
         agreement = parsed.agreement
         system = SAMORDNINGSNUMMER_SYSTEM if agreement.patient.samordning else PERSONNUMMER_SYSTEM
         pnr = f"{system}|{agreement.patient.personnummer}"
@@ -60,11 +63,14 @@ class AgreementNotes:
         await tx.lock(f"agreement:{pnr}:{unit_hsa}")
 
         note_id = agreement.note_id or parsed.note.note_id
-        already = await self._search(tx, "CarePlan",
-                                     [("identifier", f"{COSMIC_NOTE_ID_SYSTEM}|{note_id}")])
+        by_note = [("identifier", f"{COSMIC_NOTE_ID_SYSTEM}|{note_id}")]
+        already = await self._search(tx, "CarePlan", by_note)
         if already:
             return ImportResult(False, False, already[0], await self._bundle_of(tx, already[0]),
                                 parsed.warnings)
+        if await tx.exists_unseen("CarePlan", by_note):
+            raise Conflict(f"The note {note_id!r} was already imported, into an agreement "
+                           "outside your reach.", ["note.id"])
 
         careplan_id = careteam_id = None
         previous_ids: list[dict[str, Any]] = []
@@ -81,8 +87,7 @@ class AgreementNotes:
         bundle = build_transaction(agreement, careplan_id=careplan_id, careteam_id=careteam_id)
         if previous_ids:
             _keep_note_ids(bundle, previous_ids)
-        processor = BundleProcessor(self.fhir, return_representation=True)
-        entries = await processor.transaction_in(tx, bundle)
+        entries = await tx.transaction(bundle)
         careplan = next(
             s for s in (e for e in tx.changes) if s.resource.resource_type == "CarePlan"
         ).resource
@@ -91,13 +96,12 @@ class AgreementNotes:
         return ImportResult(existing is None, True, careplan, response, parsed.warnings)
 
     async def _search(
-        self, tx: WriteTx, resource_type: str, params: list[tuple[str, str]]
+        self, tx: GuardedTx, resource_type: str, params: list[tuple[str, str]]
     ) -> list[StoredResource]:
-        query = self.fhir.parse_query(resource_type, params)
-        return (await tx.search(query)).matches
+        return (await tx.search(resource_type, params))[0]
 
     async def _active_agreement(
-        self, tx: WriteTx, pnr: str, unit_hsa: str | None
+        self, tx: GuardedTx, pnr: str, unit_hsa: str | None
     ) -> tuple[StoredResource, StoredResource | None] | None:
         patients = await self._search(tx, "Patient", [("identifier", pnr)])
         if not patients:
@@ -109,17 +113,16 @@ class AgreementNotes:
             org_id = orgs[0].resource_id if orgs else None
             if org_id is None:
                 return None
-        query = self.fhir.parse_query("CarePlan", [
+        plans, included = await tx.search("CarePlan", [
             ("patient", patients[0].resource_id),
             ("status", "active"),
             ("category", f"{AGREEMENT_CATEGORY['system']}|{AGREEMENT_CATEGORY['code']}"),
             ("_include", "CarePlan:care-team"),
             ("_sort", "_lastUpdated"),
         ])
-        page = await tx.search(query)
-        teams = {t.resource_id: orjson.loads(t.content or b"{}") for t in page.includes}
-        stored_teams = {t.resource_id: t for t in page.includes}
-        for plan in reversed(page.matches):
+        teams = {t.resource_id: orjson.loads(t.content or b"{}") for t in included}
+        stored_teams = {t.resource_id: t for t in included}
+        for plan in reversed(plans):
             body = orjson.loads(plan.content or b"{}")
             for ref in body.get("careTeam", []):
                 team_id = str(ref.get("reference", "")).split("/")[-1]
@@ -134,19 +137,19 @@ class AgreementNotes:
                 return plan, None
         return None
 
-    async def _bundle_of(self, tx: WriteTx, careplan: StoredResource) -> bytes:
+    async def _bundle_of(self, tx: GuardedTx, careplan: StoredResource) -> bytes:
         resources = await self._agreement_resources(tx, careplan)
         return orjson.dumps({
             "resourceType": "Bundle",
             "type": "collection",
-            "entry": [{"fullUrl": f"{self.fhir.base_url}/{r.resource_type}/{r.resource_id}",
+            "entry": [{"fullUrl": f"{self.access.base_url}/{r.resource_type}/{r.resource_id}",
                        "resource": orjson.Fragment(r.content or b"{}")} for r in resources],
         })
 
     async def _agreement_resources(
-        self, tx: WriteTx | None, careplan: StoredResource
+        self, tx: GuardedTx | None, careplan: StoredResource
     ) -> list[StoredResource]:
-        """The agreement's resources; outside a write, as the caller may see them (and logged)."""
+        """The agreement's resources, as the caller may see them (and logged)."""
         params = [
             ("_id", careplan.resource_id),
             ("_include", "CarePlan:care-team"),
@@ -155,13 +158,13 @@ class AgreementNotes:
             ("_revinclude", "Appointment:based-on"),
         ]
         if tx is not None:
-            page = await tx.search(self.fhir.parse_query("CarePlan", params))
-        else:
-            _, page = await self.fhir.search("CarePlan", params)
+            matches, included = await tx.search("CarePlan", params)
+            return [*matches, *included]
+        _, page = await self.access.search("CarePlan", params)
         return [*page.matches, *page.includes]
 
     async def export(self, careplan_id: str, fmt: str) -> bytes:
-        careplan = await self.fhir.read("CarePlan", careplan_id)
+        careplan = await self.access.read("CarePlan", careplan_id)
         resources = await self._agreement_resources(None, careplan)
         if not resources:
             raise NotFound(f"CarePlan/{careplan_id} does not exist.")

@@ -24,22 +24,19 @@ also answer every 404, 410 and 403 exactly as before.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 import orjson
 
-from samplan.agreement.patient_access import Access
 from samplan.agreement.patient_view import ACTIVE_GOAL_STATUSES, PatientRecord
 from samplan.fhir.dates import parse_range
 from samplan.fhir.indexing import parse_reference, values_at
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.stored import StoredResource
-from samplan.interactions.service import FhirService
-from samplan.store import agreement_queries
-from samplan.store.agreement_queries import AgreementRows
+from samplan.security.gate import Access, AgreementRows, Disclosure
+from samplan.security.redaction import may_need_redaction
 
 __all__ = [
     "DIRECTORY_TYPES",
@@ -88,11 +85,6 @@ class NotGathered(Exception):
 def visits_since(now: datetime) -> str:
     """The ``date=ge`` of the Appointment search: from the day 12 hours ago."""
     return (now - timedelta(hours=12)).date().isoformat()
-
-
-_MAY_BE_LABELLED: Final = re.compile(rb"NOPATIENT|\\u")
-"""In stored bytes (``orjson``'s, which writes letters as themselves): a ``NOPATIENT`` label
-could be there. Without a match there is none, escaped or not."""
 
 
 def _body(stored: StoredResource) -> Resource:
@@ -158,7 +150,8 @@ class GatheredDirectory:
     up raises :class:`NotGathered`.
     """
 
-    def __init__(self, rows: AgreementRows, access: Access, base_url: str, count: int) -> None:
+    def __init__(self, rows: AgreementRows, access: Disclosure, base_url: str, count: int
+                 ) -> None:
         self.rows = rows
         self.access = access
         self.bodies: dict[Key, Resource] = {}
@@ -286,36 +279,36 @@ class Gathered:
     rows; :meth:`log` writes the access log, once, for what was disclosed.
     """
 
-    def __init__(self, reader: FhirService, rows: AgreementRows, patient: StoredResource,
-                 access: Access, count: int) -> None:
+    def __init__(self, reader: Access, rows: AgreementRows, patient: StoredResource,
+                 access: Disclosure, count: int) -> None:
         self.reader = reader
         self.rows = rows
         self.patient = patient
         self.access = access
-        self.lookup = GatheredDirectory(rows, access, reader.repo.base_url, count)
+        self.lookup = GatheredDirectory(rows, access, reader.gate.base_url, count)
         self.body = self.lookup.body
         self.all = [patient, *rows.plans, *rows.included, *rows.goals, *rows.visits,
                     *rows.messages, *rows.directory.values()]
 
     @classmethod
-    async def of(cls, reader: FhirService, patient_id: str, *, now: datetime) -> Gathered | None:
+    async def of(cls, reader: Access, patient_id: str, *, now: datetime) -> Gathered | None:
         """The gathering, or None: read through the searches (see the module)."""
         span = parse_range(visits_since(now), reader.tz)
         if span is None:  # pragma: no cover - an ISO date always parses
             return None
         count = min(MAX_COUNT, reader.max_count)
-        rows = await agreement_queries.gather(
-            reader.repo, patient_id, plan_status="active", goal_statuses=GOAL_STATUSES,
+        found = await reader.gather_agreement(
+            patient_id, plan_status="active", goal_statuses=GOAL_STATUSES,
             visits_from_us=span[0], plan_count=count, goal_count=count,
             visit_count=min(VISIT_COUNT, reader.max_count),
             message_count=min(MESSAGE_COUNT, reader.max_count),
         )
+        if found is None:
+            return None
+        rows, access = found
         patient = rows.patient
         if patient is None or patient.deleted or not patient.content:
             return None  # the read answers 404 or 410 (and logs it)
-        access = Access.of(reader)
-        if access is None:
-            return None
         gathered = cls(reader, rows, patient, access, count)
         body = gathered.body
         # read lazily: the development principal's reach is everything, nothing to parse
@@ -386,6 +379,9 @@ class Gathered:
                          if access.matches("Appointment", body(m))}
         messages = [body(m) for m in rows.messages
                     if access.matches("Communication", body(m))]
+        hidden = await self.reader.hidden_references(
+            [body(self.patient), *careplans, *included, *goals.values(), *appointments.values(),
+             *directory.values(), *messages])
         return PatientRecord(
             patient=body(self.patient),
             careplans=tuple(careplans),
@@ -394,7 +390,8 @@ class Gathered:
             appointments=tuple(appointments.values()),
             directory=tuple(directory.values()),
             messages=tuple(messages),
-            unlabelled=not any(_MAY_BE_LABELLED.search(s.content or b"") for s in self.all),
+            hidden=hidden,
+            unlabelled=not hidden and not any(may_need_redaction(s.content) for s in self.all),
         )
 
     async def log(self, disclosed: tuple[tuple[str | None, tuple[Key, ...]], ...]) -> None:
@@ -403,7 +400,7 @@ class Gathered:
 
 
 async def gathered_record(
-    reader: FhirService, patient_id: str, *, now: datetime
+    reader: Access, patient_id: str, *, now: datetime
 ) -> PatientRecord | None:
     """What the read and the searches would give ``reader``, from one statement (and logged
     as one access); None when it cannot say exactly (then search: see the module)."""

@@ -1,9 +1,9 @@
 """The patient's view and contributions, in terms of the FHIR service (no SQL, no HTTP).
 
-Reads go through the ``reader`` the caller passes: the plain
-:class:`~samplan.interactions.service.FhirService`, or the per-request guarded one
-of the security layer, so a patient, a relative or a staff member sees only
-what their reach allows (and every read is in the access log). What is read:
+Everything goes through the ``reader`` the caller passes: the security layer's
+:class:`~samplan.security.gate.Access` for the request, so a patient, a relative
+or a staff member sees only what their reach allows (and every read is in the
+access log). What is read:
 
 1. the Patient (404 when it does not exist, or is out of reach);
 2. the patient's active CarePlans, with ``_include`` of their CareTeams, Goals
@@ -21,12 +21,15 @@ document and its view are made once per set of resources as the reader sees them
 (:mod:`samplan.agreement.patient_cache`): issue 7, ~12 ms of CPU per document
 before, well under 1 ms now.
 
-Contributions (:mod:`samplan.agreement.coauthoring`) are written with the plain
-service, in one transaction each, after the actor has been let through by the
-:data:`~samplan.agreement.coauthoring.ContributionCheck` and after the patient
-was read through ``reader`` (which is where a relative's grant is checked).
-Every write passes the usual checks (R4, profiles) and before-commit hooks
-(access log, subscriptions).
+Contributions (:mod:`samplan.agreement.coauthoring`) are written through the
+reader too, in one transaction each (``Access.run`` with a
+:class:`~samplan.security.gate.Contribution`): the gate checks the write scopes
+for what is written, that it is about the patient in reach, and logs it; which
+agreement to add to is found with the reader's own searches (a plan hidden from
+the patient is no plan to add to, and a hidden item looks exactly like a missing
+one). The :data:`~samplan.agreement.coauthoring.ContributionCheck` says who may
+contribute and what; every write passes the usual checks (R4, profiles) and
+hooks (subscriptions).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any
 import orjson
 
 from samplan.agreement import coauthoring
-from samplan.agreement.coauthoring import Actor, Contribution, ContributionCheck
+from samplan.agreement.coauthoring import Actor, ContributionCheck
+from samplan.agreement.coauthoring import Contribution as Contribution_
 from samplan.agreement.codes import AGREEMENT_CATEGORY
 from samplan.agreement.patient_cache import DOCUMENTS, Made
 from samplan.agreement.patient_document import (
@@ -71,8 +75,7 @@ from samplan.agreement.patient_view import (
 from samplan.fhir.errors import NotFound, Unprocessable
 from samplan.fhir.resource import validate_resource
 from samplan.fhir.stored import StoredResource
-from samplan.interactions.service import FhirService
-from samplan.store.repository import WriteTx
+from samplan.security.gate import Access, Contribution, GuardedTx
 
 __all__ = ["PatientAgreements"]
 
@@ -88,7 +91,7 @@ def _body(stored: StoredResource) -> Resource:
 class SearchedDirectory:
     """The directory's follow-up searches, made through the reader (each logged by it)."""
 
-    def __init__(self, reader: FhirService) -> None:
+    def __init__(self, reader: Access) -> None:
         self.reader = reader
 
     async def _page(self, resource_type: str, params: list[tuple[str, str]],
@@ -96,7 +99,7 @@ class SearchedDirectory:
         params += [("_include", f"{resource_type}:{param}") for param in includes]
         _, page = await self.reader.search(resource_type, params)
         matches = [_body(r) for r in page.matches]
-        ordered = search_order(matches, page.includes, includes, self.reader.repo.base_url)
+        ordered = search_order(matches, page.includes, includes, self.reader.gate.base_url)
         return [*matches, *(_body(r) for r in ordered)]
 
     async def by_id(self, resource_type: str, ids: list[str]) -> list[Resource]:
@@ -114,13 +117,12 @@ class SearchedDirectory:
 class PatientAgreements:
     """The patient's agreement: gathered for reading, and the patient's own additions."""
 
-    def __init__(self, fhir: FhirService, check: ContributionCheck | None = None) -> None:
-        self.fhir = fhir
+    def __init__(self, check: ContributionCheck | None = None) -> None:
         self.check: ContributionCheck = check or coauthoring.default_check
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def record(self, reader: FhirService, patient_id: str, *, now: datetime) -> PatientRecord:
+    async def record(self, reader: Access, patient_id: str, *, now: datetime) -> PatientRecord:
         """Everything the view draws on, as the reader may see it (``NOPATIENT`` still in).
 
         In one statement when it can be said exactly (:mod:`samplan.agreement.patient_gather`),
@@ -132,7 +134,7 @@ class PatientAgreements:
         return await self.searched_record(reader, patient_id, now=now)
 
     async def searched_record(
-        self, reader: FhirService, patient_id: str, *, now: datetime
+        self, reader: Access, patient_id: str, *, now: datetime
     ) -> PatientRecord:
         """:meth:`record` by the Patient's read and the searches (each logged by the reader)."""
         patient = _body(await reader.read("Patient", patient_id))
@@ -145,7 +147,7 @@ class PatientAgreements:
             ("_count", _MAX),
         ])
         careplans = [_body(m) for m in page.matches]
-        base_url = reader.repo.base_url
+        base_url = reader.gate.base_url
         included = [_body(i) for i in search_order(careplans, page.includes, PLAN_INCLUDES,
                                                    base_url)]
         careteams = [r for r in included if r.get("resourceType") == "CareTeam"]
@@ -184,20 +186,20 @@ class PatientAgreements:
         )
 
     async def view(
-        self, reader: FhirService, patient_id: str, *, now: datetime
+        self, reader: Access, patient_id: str, *, now: datetime
     ) -> tuple[PatientRecord, PatientView]:
         """The record without ``NOPATIENT`` content, and the patient's view of it."""
         record = (await self.record(reader, patient_id, now=now)).for_patient()
         return record, build_view(record, now=now)
 
-    async def page_view(self, reader: FhirService, patient_id: str, *, now: datetime
+    async def page_view(self, reader: Access, patient_id: str, *, now: datetime
                         ) -> PatientView:
         """The patient's view, as :meth:`view` makes it (made once per set of resources)."""
         view, _ = await self._made(reader, patient_id, now=now)
         return view
 
     async def document(
-        self, reader: FhirService, patient_id: str, *, now: datetime
+        self, reader: Access, patient_id: str, *, now: datetime
     ) -> tuple[Resource, PatientView]:
         """The FHIR document Bundle of the patient's agreement, and the view it was made from.
 
@@ -205,16 +207,16 @@ class PatientAgreements:
         before, see :mod:`samplan.agreement.patient_cache`).
         """
         view, parts = await self._made(reader, patient_id, now=now)
-        return assemble(parts, base_url=self.fhir.base_url, now=now), view
+        return assemble(parts, base_url=reader.gate.base_url, now=now), view
 
     async def _made(
-        self, reader: FhirService, patient_id: str, *, now: datetime
+        self, reader: Access, patient_id: str, *, now: datetime
     ) -> tuple[PatientView, DocumentParts | SerializedParts]:
         """The view and the document parts: made before from the very same resources as
         the reader sees them now, or made now (and kept)."""
         gathered = await Gathered.of(reader, patient_id, now=now)
         if gathered is not None:
-            key = gathered.key(self.fhir.base_url)
+            key = gathered.key(reader.gate.base_url)
             made = DOCUMENTS.get(key, now)
             if made is None:
                 try:
@@ -224,7 +226,7 @@ class PatientAgreements:
                 else:
                     clean = record.for_patient()
                     view = build_view(clean, now=now)
-                    parts = document_parts(clean, view, base_url=self.fhir.base_url)
+                    parts = document_parts(clean, view, base_url=reader.gate.base_url)
                     made = Made.at(now, view, parts, gathered.access.by_patient())
                     DOCUMENTS.put(key, made)
             if made is not None:
@@ -232,78 +234,80 @@ class PatientAgreements:
                 return made.view, made.parts
         record = (await self.searched_record(reader, patient_id, now=now)).for_patient()
         view = build_view(record, now=now)
-        return view, document_parts(record, view, base_url=self.fhir.base_url)
+        return view, document_parts(record, view, base_url=reader.gate.base_url)
 
     # -- contributing ------------------------------------------------------------------------
 
     async def _agreement(
-        self, tx: WriteTx, patient_id: str, careplan_id: str | None
+        self, tx: GuardedTx, patient_id: str, careplan_id: str | None
     ) -> StoredResource | None:
-        """The agreement to add to: the one named, else the patient's latest active one."""
+        """The agreement to add to: the one named, else the patient's latest active one, as
+        the contributor may see them (a plan hidden from them is no plan of theirs)."""
         if careplan_id is not None:
+            missing = NotFound(f"CarePlan/{careplan_id} does not exist.")
             stored = await tx.current("CarePlan", careplan_id)
-            if stored is None or stored.deleted:
-                raise NotFound(f"CarePlan/{careplan_id} does not exist.")
+            if stored is None:
+                raise missing
             body = _body(stored)
             if (body.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
-                raise NotFound(f"CarePlan/{careplan_id} is not an agreement of this patient.")
+                raise missing
             if not is_agreement(body):
                 raise Unprocessable(f"CarePlan/{careplan_id} is not a documented agreement.",
                                     ("careplan",))
             return stored
-        query = self.fhir.parse_query("CarePlan", [
+        matches, _ = await tx.search("CarePlan", [
             ("patient", patient_id),
             ("status", "active"),
             ("category", f"{AGREEMENT_CATEGORY['system']}|{AGREEMENT_CATEGORY['code']}"),
             ("_sort", "-_lastUpdated"),
             ("_count", "1"),
         ])
-        page = await tx.search(query)
-        return page.matches[0] if page.matches else None
+        if not matches:
+            return None
+        return await tx.current("CarePlan", matches[0].resource_id)  # locked for the update
 
     async def _save_plan(
-        self, tx: WriteTx, plan: Resource, stored: StoredResource
+        self, tx: GuardedTx, plan: Resource, stored: StoredResource
     ) -> StoredResource:
         checked = validate_resource(plan, "CarePlan")
-        result = await self.fhir.update_in(tx, checked, stored.resource_id,
-                                           if_match=stored.etag)
+        result = await tx.update(checked, stored.resource_id, if_match=stored.etag)
         return result.stored
 
-    async def _allow(self, reader: FhirService, actor: Actor, contribution: Contribution) -> None:
+    async def _allow(self, reader: Access, actor: Actor, contribution: Contribution_) -> None:
         """The patient must be in the reader's reach (a relative's grant is checked there),
         and the contribution check must let the actor through."""
         await reader.read("Patient", contribution.patient_id)
         await self.check(actor, contribution)
 
     async def add_goal(
-        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        self, reader: Access, actor: Actor, patient_id: str, text: str, *, now: datetime,
         careplan_id: str | None = None,
     ) -> StoredResource:
         """The patient's own goal, linked from their agreement when they have one."""
         words = coauthoring.clean_text(text)
-        await self._allow(reader, actor, Contribution("add-goal", patient_id, words))
+        await self._allow(reader, actor, Contribution_("add-goal", patient_id, words))
         goal = validate_resource(coauthoring.new_goal(patient_id, words, actor, now), "Goal")
 
-        async def unit(tx: WriteTx) -> StoredResource:
+        async def unit(tx: GuardedTx) -> StoredResource:
             stored = await self._agreement(tx, patient_id, careplan_id)
-            created = (await self.fhir.create_in(tx, goal)).stored
+            created = (await tx.create(goal)).stored
             if stored is not None:
                 plan = coauthoring.link_goal(_body(stored), f"Goal/{created.resource_id}")
                 await self._save_plan(tx, plan, stored)
             return created
 
-        return await self.fhir._retrying(unit)
+        return await reader.run(unit, contribution=_writes(patient_id, "Goal", "CarePlan"))
 
     async def add_activity(
-        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        self, reader: Access, actor: Actor, patient_id: str, text: str, *, now: datetime,
         kind: str = "patient-responsibility", careplan_id: str | None = None,
     ) -> StoredResource:
         """The patient's own activity, added to their agreement (the new CarePlan version)."""
         words = coauthoring.clean_text(text)
-        await self._allow(reader, actor, Contribution("add-activity", patient_id, words))
+        await self._allow(reader, actor, Contribution_("add-activity", patient_id, words))
         activity = coauthoring.new_activity(patient_id, words, actor, now, kind)
 
-        async def unit(tx: WriteTx) -> StoredResource:
+        async def unit(tx: GuardedTx) -> StoredResource:
             stored = await self._agreement(tx, patient_id, careplan_id)
             if stored is None:
                 raise Unprocessable(
@@ -314,24 +318,24 @@ class PatientAgreements:
             plan = coauthoring.add_activity(_body(stored), activity)
             return await self._save_plan(tx, plan, stored)
 
-        return await self.fhir._retrying(unit)
+        return await reader.run(unit, contribution=_writes(patient_id, "CarePlan"))
 
     async def add_message(
-        self, reader: FhirService, actor: Actor, patient_id: str, text: str, *, now: datetime,
+        self, reader: Access, actor: Actor, patient_id: str, text: str, *, now: datetime,
         topic: str | None = None,
     ) -> StoredResource:
         """A note or question to the patient's care teams."""
         words = coauthoring.clean_text(text)
         subject = coauthoring.clean_text(topic, "topic") if topic else None
-        await self._allow(reader, actor, Contribution("add-message", patient_id, words))
+        await self._allow(reader, actor, Contribution_("add-message", patient_id, words))
 
-        async def unit(tx: WriteTx) -> StoredResource:
-            query = self.fhir.parse_query("CarePlan", [
+        async def unit(tx: GuardedTx) -> StoredResource:
+            matches, _ = await tx.search("CarePlan", [
                 ("patient", patient_id), ("status", "active"),
                 ("category", f"{AGREEMENT_CATEGORY['system']}|{AGREEMENT_CATEGORY['code']}"),
                 ("_count", "100"),
             ])
-            plans = [_body(m) for m in (await tx.search(query)).matches]
+            plans = [_body(m) for m in matches]
             teams = [f"CareTeam/{t}" for plan in plans
                      for t in ids_of(plan.get("careTeam") or (), "CareTeam")]
             message = coauthoring.new_message(
@@ -340,46 +344,56 @@ class PatientAgreements:
                 careteams=list(dict.fromkeys(teams)), topic=subject,
             )
             checked = validate_resource(message, "Communication")
-            return (await self.fhir.create_in(tx, checked)).stored
+            return (await tx.create(checked)).stored
 
-        return await self.fhir._retrying(unit)
+        return await reader.run(unit, contribution=_writes(patient_id, "Communication"))
 
     async def withdraw(
-        self, reader: FhirService, actor: Actor, patient_id: str, target: str
+        self, reader: Access, actor: Actor, patient_id: str, target: str
     ) -> StoredResource:
         """Take back the patient's own goal (``Goal/7``) or activity (``CarePlan/3#pa-1``)."""
-        await self._allow(reader, actor, Contribution("withdraw", patient_id, target=target))
+        await self._allow(reader, actor, Contribution_("withdraw", patient_id, target=target))
         kind, _, rest = target.partition("/")
         if kind == "CarePlan" and "#" in rest:
             careplan_id, _, activity_id = rest.partition("#")
 
-            async def unit(tx: WriteTx) -> StoredResource:
+            async def unit(tx: GuardedTx) -> StoredResource:
                 stored = await self._agreement(tx, patient_id, careplan_id)
                 assert stored is not None
                 plan = coauthoring.withdraw_activity(_body(stored), activity_id)
                 return await self._save_plan(tx, plan, stored)
 
-            return await self.fhir._retrying(unit)
+            return await reader.run(unit, contribution=_writes(patient_id, "CarePlan"))
         if kind == "Goal" and rest:
 
-            async def goal_unit(tx: WriteTx) -> StoredResource:
+            async def goal_unit(tx: GuardedTx) -> StoredResource:
+                missing = NotFound(f"Goal/{rest} does not exist.")
                 stored = await tx.current("Goal", rest)
-                if stored is None or stored.deleted:
-                    raise NotFound(f"Goal/{rest} does not exist.")
+                if stored is None:
+                    raise missing
                 body = _body(stored)
                 if (body.get("subject") or {}).get("reference") != f"Patient/{patient_id}":
-                    raise NotFound(f"Goal/{rest} does not exist.")
+                    raise missing
                 goal = validate_resource(coauthoring.withdraw_goal(body, patient_id), "Goal")
-                result = await self.fhir.update_in(tx, goal, rest, if_match=stored.etag)
-                query = self.fhir.parse_query("CarePlan", [("goal", f"Goal/{rest}"),
-                                                           ("_count", "100")])
-                for plan_stored in (await tx.search(query)).matches:
+                result = await tx.update(goal, rest, if_match=stored.etag)
+                matches, _ = await tx.search("CarePlan", [("goal", f"Goal/{rest}"),
+                                                          ("_count", "100")])
+                for found in matches:
+                    plan_stored = await tx.current("CarePlan", found.resource_id)
+                    if plan_stored is None:
+                        continue
                     plan = coauthoring.unlink_goal(_body(plan_stored), f"Goal/{rest}")
                     await self._save_plan(tx, plan, plan_stored)
                 return result.stored
 
-            return await self.fhir._retrying(goal_unit)
+            return await reader.run(goal_unit, contribution=_writes(patient_id, "Goal",
+                                                                    "CarePlan"))
         raise Unprocessable(
             f"Cannot withdraw {target!r}: name your own goal (Goal/id) or activity "
             "(CarePlan/id#activity-id).", ("item",)
         )
+
+
+def _writes(patient_id: str, *types: str) -> Contribution:
+    """What a contribution writes, for the gate: these types, about this patient."""
+    return Contribution(patient_id, frozenset(types))

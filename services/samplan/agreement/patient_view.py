@@ -56,6 +56,13 @@ from samplan.agreement.codes import (
 from samplan.agreement.model import Part
 from samplan.agreement.values import parse_contact_points, to_local
 from samplan.fhir.identifiers import canonical_system
+from samplan.security.redaction import (
+    EXT_INLINE_SECURITY_LABEL,
+    NOPATIENT_CODE,
+    NOPATIENT_SYSTEM,
+    for_patient,
+    is_nopatient,
+)
 
 __all__ = [
     "EXT_INLINE_SECURITY_LABEL",
@@ -74,17 +81,10 @@ __all__ = [
     "is_nopatient",
     "long_date",
     "long_datetime",
-    "strip_nopatient",
+    "for_patient",
 ]
 
 Resource = dict[str, Any]
-
-NOPATIENT_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-NOPATIENT_CODE: Final = "NOPATIENT"
-EXT_INLINE_SECURITY_LABEL: Final = (
-    "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label"
-)
-"""HL7 DS4P *Inline Security Label* (valueCoding): a label on one element of a resource."""
 
 UPCOMING_STATUSES: Final = frozenset(
     {"proposed", "pending", "booked", "arrived", "checked-in", "waitlist"}
@@ -123,75 +123,6 @@ _WEEKDAYS: Final = ("måndag", "tisdag", "onsdag", "torsdag", "fredag", "lördag
 _FHIR_DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-# -- NOPATIENT ---------------------------------------------------------------------------------
-
-
-def _is_nopatient_coding(coding: Any) -> bool:
-    return (
-        isinstance(coding, Mapping)
-        and coding.get("code") == NOPATIENT_CODE
-        and coding.get("system") in (NOPATIENT_SYSTEM, None)
-    )
-
-
-def is_nopatient(resource: Mapping[str, Any]) -> bool:
-    """Whether ``meta.security`` labels the whole resource ``NOPATIENT``."""
-    meta = resource.get("meta")
-    labels = meta.get("security") if isinstance(meta, Mapping) else None
-    return isinstance(labels, list) and any(_is_nopatient_coding(c) for c in labels)
-
-
-def _inline_nopatient(element: Mapping[str, Any]) -> bool:
-    return any(
-        isinstance(ext, Mapping)
-        and ext.get("url") == EXT_INLINE_SECURITY_LABEL
-        and _is_nopatient_coding(ext.get("valueCoding"))
-        for ext in element.get("extension") or ()
-    )
-
-
-def _without(node: Any, excluded: frozenset[str]) -> Any:
-    """``node`` without inline-labelled elements and references to ``excluded`` resources."""
-    if isinstance(node, list):
-        kept = []
-        for item in node:
-            if isinstance(item, Mapping) and (
-                _inline_nopatient(item) or item.get("reference") in excluded
-            ):
-                continue
-            kept.append(_without(item, excluded))
-        return kept
-    if isinstance(node, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(value, Mapping) and (
-                _inline_nopatient(value) or value.get("reference") in excluded
-            ):
-                continue
-            cleaned = _without(value, excluded)
-            if cleaned == [] and value != []:
-                continue  # every element of the list was withheld: drop the empty list
-            out[key] = cleaned
-        return out
-    return node
-
-
-def strip_nopatient(
-    resource: Mapping[str, Any], excluded: Iterable[str] = ()
-) -> Resource | None:
-    """A copy fit for the patient, or ``None`` when the whole resource is ``NOPATIENT``.
-
-    Elements carrying an inline ``NOPATIENT`` label are left out, and so are
-    references to ``excluded`` resources (``"Goal/7"``: withheld ones), so not
-    even the existence of professional-only content reaches the patient.
-    """
-    if is_nopatient(resource):
-        return None
-    # _without builds every dict and list anew (the leaves are immutable): a copy already
-    cleaned: Resource = _without(resource, frozenset(excluded))
-    return cleaned
-
-
 # -- the record --------------------------------------------------------------------------------
 
 
@@ -223,6 +154,9 @@ class PatientRecord:
     """Practitioner, PractitionerRole, Organization, RelatedPerson named by the above."""
     messages: tuple[Resource, ...] = ()
     """Communications between the patient and care (not part of the agreement)."""
+    hidden: frozenset[str] = frozenset()
+    """``Type/id`` of resources hidden from the patient that these refer to (the gate knows
+    them; some are not in the record at all): their references are removed too."""
     unlabelled: bool = False
     """Known to carry no ``NOPATIENT`` label anywhere (the gatherer looked at the stored
     bytes): :meth:`for_patient` has nothing to remove. False: not known, look."""
@@ -240,16 +174,17 @@ class PatientRecord:
                 *self.appointments, *self.directory, *self.messages)  # fmt: skip
 
     def for_patient(self) -> PatientRecord:
-        """The record without anything labelled ``NOPATIENT`` (see :func:`strip_nopatient`)."""
-        if self.unlabelled:
+        """The record without anything labelled ``NOPATIENT`` (the security layer's
+        :func:`~samplan.security.redaction.for_patient`, on every resource of it)."""
+        if self.unlabelled and not self.hidden:
             return self
-        excluded = frozenset(_key(r) for r in self.all() if is_nopatient(r))
+        excluded = self.hidden | frozenset(_key(r) for r in self.all() if is_nopatient(r))
 
         def clean(resources: tuple[Resource, ...]) -> tuple[Resource, ...]:
-            kept = (strip_nopatient(r, excluded) for r in resources)
+            kept = (for_patient(r, excluded) for r in resources)
             return tuple(r for r in kept if r is not None)
 
-        patient = strip_nopatient(self.patient, excluded)
+        patient = for_patient(self.patient, excluded)
         return PatientRecord(
             patient=patient if patient is not None else {
                 "resourceType": "Patient", "id": self.patient.get("id")

@@ -58,8 +58,9 @@ class AgreementMiddleware:
         scope["route"] = AGREEMENT_ROUTE
         scope["path_params"] = {"patient_id": patient_id}
         services: Services = scope["app"].state.services
-        reader = reader_of(services, scope.get("state", {}).get("principal"), client_ip(scope))
         try:
+            reader = reader_of(services, scope.get("state", {}).get("principal"),
+                               client_ip(scope))
             response = await agreement_document(services, reader, patient_id)
         except FhirError as error:
             response = error_response(error)

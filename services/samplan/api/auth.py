@@ -9,9 +9,9 @@ OperationOutcome carrying ``WWW-Authenticate`` (RFC 6750). Public:
 ``SAMPLAN_METRICS_TOKEN`` is set). With auth switched off the principal is
 ``Principal.anonymous_dev()``.
 
-Routes take ``PrincipalDep`` (who is calling) or ``FhirDep`` (the FHIR service
-as that principal may use it: scopes, reach and the access log, see
-``security/guard.py``).
+Routes take ``PrincipalDep`` (who is calling) or ``FhirDep`` (the gate's
+:class:`~samplan.security.gate.Access`: the FHIR service as that principal may
+use it, with scopes, reach, NOPATIENT and the access log).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import FhirError, Unauthorized
 from samplan.fhir.registry import REGISTRY
 from samplan.security.authn import Authenticator
-from samplan.security.guard import AccessControl, GuardedFhirService
+from samplan.security.gate import Access
 from samplan.security.principal import Principal
 
 PUBLIC_PATHS: Final[frozenset[str]] = frozenset(
@@ -37,8 +37,6 @@ PUBLIC_PATHS: Final[frozenset[str]] = frozenset(
 )
 PUBLIC_PREFIXES: Final[tuple[str, ...]] = ("/.well-known/",)
 
-AUTHENTICATOR: Final[str] = "authenticator"
-ACCESS_CONTROL: Final[str] = "access_control"
 
 
 def is_public(path: str) -> bool:
@@ -46,13 +44,7 @@ def is_public(path: str) -> bool:
 
 
 def authenticator(services: Services) -> Authenticator:
-    auth: Authenticator = services.extras[AUTHENTICATOR]
-    return auth
-
-
-def access_control(services: Services) -> AccessControl:
-    control: AccessControl = services.extras[ACCESS_CONTROL]
-    return control
+    return services.authenticator
 
 
 class BearerAuthMiddleware:
@@ -97,13 +89,12 @@ def client_address(request: Request) -> str | None:
 
 async def get_fhir(
     request: Request, services: ServicesDep, principal: PrincipalDep
-) -> GuardedFhirService:
-    """The FHIR service as this request's principal may use it."""
-    return GuardedFhirService(services.fhir, access_control(services), principal,
-                              client_ip=client_address(request))
+) -> Access:
+    """The FHIR service as this request's principal may use it (the gate)."""
+    return services.access(principal, client_address(request))
 
 
-FhirDep = Annotated[GuardedFhirService, Depends(get_fhir)]
+FhirDep = Annotated[Access, Depends(get_fhir)]
 
 
 # ------------------------------------------------------------- SMART discovery

@@ -1,28 +1,42 @@
-"""What routes get from the application: the services built once by the lifespan."""
+"""What routes get from the application: the services built once by the lifespan.
+
+Every field is typed and set at start: a missing gate is a startup error, never
+a silent fallback to something that reads the store unguarded. Patient data is
+reached only through :meth:`Services.access` (the gate, for one request).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from samplan.interactions.service import FhirService
+from samplan.agreement.coauthoring import ContributionCheck
+from samplan.fhir.profiles import ProfileRegistry
+from samplan.security.authn import Authenticator
+from samplan.security.gate import Access, Gate
+from samplan.security.principal import Principal
 from samplan.settings import Settings
-from samplan.store.repository import Repository
+from samplan.subscriptions.service import SubscriptionFeature
 
 
 @dataclass
 class Services:
     settings: Settings
-    engine: AsyncEngine
-    repo: Repository
-    fhir: FhirService
+    gate: Gate
+    authenticator: Authenticator
     http: httpx.AsyncClient
+    profiles: ProfileRegistry
+    subscriptions: SubscriptionFeature
     capability: bytes = b""
-    extras: dict[str, Any] = field(default_factory=dict)
+    co_creation_check: ContributionCheck | None = None
+    """Replaces the default rule of who may add to a patient's plan (tests, policy)."""
+
+    def access(self, principal: Principal, client_ip: str | None) -> Access:
+        """The FHIR interactions as ``principal`` may use them, for one request."""
+        return self.gate.access(principal, client_ip=client_ip)
 
 
 async def get_services(request: Request) -> Services:

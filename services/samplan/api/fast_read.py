@@ -7,7 +7,8 @@ row, the access check and the bytes are a fraction). :class:`FastReadMiddleware`
 sits innermost of our middlewares, so everything around a request still applies
 (request id, metrics, access log, security headers, authentication, rate
 limits), and answers exactly what the ``read`` route in ``api/fhir.py`` answers:
-the same service call (:meth:`GuardedFhirService.read`: scope, reach, log), the
+the same call through the gate (:meth:`samplan.security.gate.Access.read`:
+scope, reach, NOPATIENT, log), the
 same headers, the same OperationOutcome for a :class:`FhirError`. Anything else
 (another method, an unregistered type, an id outside the FHIR id pattern) goes
 on to the router unchanged, and the route stays, so OpenAPI documents the
@@ -22,14 +23,12 @@ from typing import Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from samplan.api.asgi import RouteLabel, client_ip, error_response
-from samplan.api.auth import access_control
 from samplan.api.deps import Services
 from samplan.api.responses import FHIR_JSON
 from samplan.fhir.errors import FhirError, Unauthorized
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import ID_PATTERN
 from samplan.fhir.stored import StoredResource
-from samplan.security.guard import GuardedFhirService
 from samplan.security.principal import Principal
 
 READ_ROUTE: Final = RouteLabel("read")
@@ -41,11 +40,6 @@ def read_headers(stored: StoredResource) -> list[tuple[bytes, bytes]]:
         (b"etag", stored.etag.encode()),
         (b"last-modified", format_datetime(stored.last_updated_at, usegmt=True).encode()),
     ]
-
-
-def guarded(services: Services, principal: Principal, client: str | None) -> GuardedFhirService:
-    return GuardedFhirService(services.fhir, access_control(services), principal,
-                              client_ip=client)
 
 
 class FastReadMiddleware:
@@ -72,7 +66,7 @@ class FastReadMiddleware:
             principal = scope.get("state", {}).get("principal")
             if not isinstance(principal, Principal):
                 raise Unauthorized("this request was not authenticated")
-            fhir = guarded(services, principal, client_ip(scope))
+            fhir = services.access(principal, client_ip(scope))
             stored = await fhir.read(resource_type, resource_id)
         except FhirError as error:
             await error_response(error)(scope, receive, send)

@@ -37,7 +37,6 @@ from samplan.api.responses import (
 from samplan.fhir import bundle as bundles
 from samplan.fhir.dates import parse_range
 from samplan.fhir.errors import BadRequest, UnsupportedMediaType
-from samplan.interactions.transaction import BundleProcessor
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
@@ -57,15 +56,9 @@ async def batch_or_transaction(
     request: Request, services: ServicesDep, fhir: FhirDep, prefer: PreferHeader = None
 ) -> Response:
     """Process a batch or transaction Bundle."""
-    s = services.settings
-    body = await read_body_json(request, s)
-    await fhir.check_bundle(body)
-    processor = BundleProcessor(fhir,
-                                return_representation=prefer_return(prefer) == "representation")
-    kind = body.get("type") if isinstance(body, dict) else None
-    if kind == "batch":
-        return FhirResponse(await processor.batch(body))
-    return FhirResponse(await processor.transaction(body))
+    body = await read_body_json(request, services.settings)
+    return FhirResponse(await fhir.bundle(
+        body, return_representation=prefer_return(prefer) == "representation"))
 
 
 @router.get("/_history", operation_id="history_system")
@@ -240,7 +233,7 @@ async def _history(
     before = _int_param(params, "_before_seq")
     since_us = None
     if "_since" in params:
-        span = parse_range(params["_since"], services.fhir.tz)
+        span = parse_range(params["_since"], services.gate.tz)
         if span is None:
             raise BadRequest("_since must be a FHIR instant.", ["_since"])
         since_us = span[0]

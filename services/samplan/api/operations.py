@@ -17,12 +17,10 @@ from samplan.api.deps import ServicesDep
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import (
     BadRequest,
-    FhirError,
     Issue,
     UnsupportedMediaType,
     operation_outcome,
 )
-from samplan.fhir.resource import validate_resource
 
 router = APIRouter(prefix="/fhir", tags=["FHIR operations"])
 
@@ -50,23 +48,16 @@ async def validate(
     resource_type: str,
     request: Request,
     services: ServicesDep,
+    fhir: FhirDep,
     profile: Annotated[str | None, Query(description="Validate against this profile")] = None,
 ) -> Response:
     """Validate a resource against R4, our rules and its profiles, without storing it."""
-    services.fhir.resource_type(resource_type)
-    s = services.settings
-    body = await read_body_json(request, s)
+    fhir.resource_type(resource_type)
+    body = await read_body_json(request, services.settings)
     resource, profiles = _resource_from_parameters(body)
     if profile:
         profiles.append(profile)
-    issues: list[Issue] = []
-    try:
-        checked = validate_resource(resource, resource_type)
-        registry = services.extras.get("profiles")
-        if profiles and registry is not None:
-            issues.extend(registry.validate(checked, profiles))
-    except FhirError as exc:
-        issues.extend(exc.issues)
+    issues = await fhir.validate(resource_type, resource, profiles, services.profiles.validate)
     if not issues:
         issues.append(Issue("informational", "No issues found.", severity="information"))
     return FhirResponse(operation_outcome(issues))

@@ -18,38 +18,33 @@ POST /portal/patient/{id}/{form}         ``goal``, ``activity``, ``message``,
 
 Routes do HTTP only; the work is in ``agreement/patient_service.py`` (reading
 and writing), ``patient_view.py``, ``patient_document.py`` and
-``patient_render.py``. Reads go through the security layer's guarded FHIR
-service when the request carries a principal, so reach, scopes and the access
-log apply exactly as for any FHIR read.
+``patient_render.py``. Everything goes through the gate (the request's
+:class:`~samplan.security.gate.Access`), so reach, scopes, NOPATIENT and the
+access log apply exactly as for any FHIR interaction.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from samplan.agreement.coauthoring import Actor, ActorKind, ContributionCheck
+from samplan.agreement.coauthoring import Actor, ActorKind
 from samplan.agreement.patient_render import PortalForms, render_error, render_html, render_pdf
 from samplan.agreement.patient_service import PatientAgreements
 from samplan.api.body import media_type, read_body, read_json
 from samplan.api.deps import Services, ServicesDep
 from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse, version_headers
-from samplan.fhir.errors import BadRequest, FhirError, NotFound, UnsupportedMediaType
+from samplan.fhir.errors import BadRequest, FhirError, NotFound, Unauthorized, UnsupportedMediaType
 from samplan.fhir.stored import StoredResource
-from samplan.interactions.service import FhirService
-
-if TYPE_CHECKING:
-    from samplan.security.principal import Principal
+from samplan.security.gate import Access
+from samplan.security.principal import Principal
 
 router = APIRouter(tags=["Patient view"])
-
-CO_CREATION_CHECK: Final = "co_creation_check"
-"""``services.extras`` key of a :data:`ContributionCheck` replacing the default one."""
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Vary": "Accept"}
 PAGE_POLICY: Final = (
@@ -115,21 +110,18 @@ def negotiate(accept: str | None, format_: str | None) -> str:
 # -- who is calling (the security layer's principal, when there is one) ----------------------
 
 
-def reader_for(request: Request, services: Services) -> FhirService:
-    """The FHIR service as this request's principal may use it (plain without a principal)."""
+def reader_for(request: Request, services: Services) -> Access:
+    """The gate's access for this request's principal."""
     client = request.client.host if request.client else None
     return reader_of(services, getattr(request.state, "principal", None), client)
 
 
-def reader_of(services: Services, principal: Principal | None, client: str | None
-              ) -> FhirService:
-    """:func:`reader_for` from the principal and the client's address themselves."""
-    control = services.extras.get("access_control")
-    if principal is None or control is None:
-        return services.fhir
-    from samplan.security.guard import GuardedFhirService
-
-    return GuardedFhirService(services.fhir, control, principal, client_ip=client)
+def reader_of(services: Services, principal: object, client: str | None) -> Access:
+    """:func:`reader_for` from the principal and the client's address themselves; a
+    request without one was not authenticated (401), never served unguarded."""
+    if not isinstance(principal, Principal):
+        raise Unauthorized("this request was not authenticated")
+    return services.access(principal, client)
 
 
 _KINDS: Final[frozenset[str]] = frozenset(
@@ -152,12 +144,11 @@ def actor_of(request: Request) -> Actor:
 
 
 def agreements_of(services: Services) -> PatientAgreements:
-    check: ContributionCheck | None = services.extras.get(CO_CREATION_CHECK)
-    return PatientAgreements(services.fhir, check)
+    return PatientAgreements(services.co_creation_check)
 
 
 def _now(services: Services) -> datetime:
-    return datetime.now(services.fhir.tz)
+    return datetime.now(services.gate.tz)
 
 
 # -- the one call for a portal ---------------------------------------------------------------
@@ -189,7 +180,7 @@ async def patient_agreement(
                     headers={**NO_STORE, "Content-Disposition": f'inline; filename="{filename}"'})
 
 
-async def agreement_document(services: Services, reader: FhirService, patient_id: str
+async def agreement_document(services: Services, reader: Access, patient_id: str
                              ) -> Response:
     """The answer of ``$agreement`` as a FHIR document (the route's and the fast path's)."""
     bundle, _ = await agreements_of(services).document(reader, patient_id, now=_now(services))

@@ -13,9 +13,10 @@ Included before the generic routes, so ``Subscription/$status`` is not read
 as an id.
 
 Access: an operation on a Subscription needs read access to that
-Subscription, checked (and logged) by the guarded FHIR service exactly as a
-read; the type-level ``$status`` answers for the Subscriptions the caller may
-search.
+Subscription (it belongs to its writer's organisation), checked and logged by
+the gate exactly as a read; the type-level ``$status`` answers for the
+Subscriptions the caller may search. ``$events`` is screened for the
+Subscription's writer and the caller, and logged, by the gate.
 """
 
 from __future__ import annotations
@@ -29,19 +30,11 @@ from samplan.api.auth import FhirDep
 from samplan.api.body import read_json
 from samplan.api.deps import ServicesDep
 from samplan.api.responses import JSON_CONTENT_TYPES, FhirResponse
-from samplan.fhir.errors import BadRequest, NotFound
-from samplan.subscriptions.service import EXTRAS_KEY, SubscriptionFeature
+from samplan.fhir.errors import BadRequest
 
 router = APIRouter(prefix="/fhir/Subscription", tags=["Subscriptions"])
 
 STATUS_CODES = ("requested", "active", "error", "off")
-
-
-def _feature(services: ServicesDep) -> SubscriptionFeature:
-    feature = services.extras.get(EXTRAS_KEY)
-    if not isinstance(feature, SubscriptionFeature):
-        raise NotFound("Subscriptions are not enabled on this server.")
-    return feature
 
 
 async def _parameters(request: Request, services: ServicesDep) -> list[tuple[str, str]]:
@@ -87,12 +80,7 @@ async def status_type(request: Request, services: ServicesDep, fhir: FhirDep) ->
         if status not in STATUS_CODES:
             raise BadRequest(f"status must be one of {', '.join(STATUS_CODES)}.", ["status"])
     ids = _many(params, "id")
-    search = [("_count", str(services.settings.max_page_size))]
-    if ids:
-        search.append(("_id", ",".join(ids)))
-    _, page = await fhir.search("Subscription", search)
-    visible = [m.resource_id for m in page.matches]
-    return FhirResponse(await _feature(services).status(visible, statuses))
+    return FhirResponse(await services.subscriptions.status(fhir, ids, statuses))
 
 
 @router.get("/{subscription_id}/$status", operation_id="subscription_status")
@@ -101,8 +89,7 @@ async def status_instance(subscription_id: str, request: Request,
                           services: ServicesDep, fhir: FhirDep) -> Response:
     """The status of one Subscription: counters, errors and dead-lettered events."""
     await _parameters(request, services)
-    await fhir.read("Subscription", subscription_id)
-    return FhirResponse(await _feature(services).status([subscription_id], None))
+    return FhirResponse(await services.subscriptions.status(fhir, [subscription_id], None))
 
 
 @router.get("/{subscription_id}/$events", operation_id="subscription_events")
@@ -111,12 +98,10 @@ async def events(subscription_id: str, request: Request, services: ServicesDep,
                  fhir: FhirDep) -> Response:
     """Events of one Subscription by number (at most 1000 per call), as a notification Bundle."""
     params = await _parameters(request, services)
-    await fhir.read("Subscription", subscription_id)
-    body = await _feature(services).events(
-        subscription_id,
+    body = await services.subscriptions.events(
+        fhir, subscription_id,
         since=_one(params, "eventsSinceNumber"),
         until=_one(params, "eventsUntilNumber"),
         content=_one(params, "content"),
-        guard=fhir,
     )
     return FhirResponse(body)

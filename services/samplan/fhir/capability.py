@@ -15,6 +15,8 @@ CONTRIBUTORS: list[Contributor] = []
 _DOCS = {
     "_id": "Logical id of the resource",
     "_lastUpdated": "When the resource version last changed",
+    "_security": "Security labels in meta.security (e.g. NOPATIENT)",
+    "_tag": "Tags in meta.tag",
 }
 
 

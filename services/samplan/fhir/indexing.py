@@ -75,6 +75,14 @@ def extract(
         for path in param.paths:
             for value in values_at(resource, path):
                 _index_value(rows, param, value, tz, base_url)
+    meta = resource.get("meta")
+    if isinstance(meta, dict):  # _security and _tag: every type (search.html#all)
+        for name, key in (("_security", "security"), ("_tag", "tag")):
+            for coding in meta.get(key) or ():
+                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                    system = coding.get("system")
+                    rows.tokens.append((name, system if isinstance(system, str) else None,
+                                        coding["code"]))
     return rows
 
 

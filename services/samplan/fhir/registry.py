@@ -290,7 +290,9 @@ REGISTRY: dict[str, ResourceType] = {
 }
 
 # Parameters every type understands; handled by the search engine itself.
-COMMON_PARAMS: dict[str, ParamType] = {"_id": "token", "_lastUpdated": "date"}
+COMMON_PARAMS: dict[str, ParamType] = {
+    "_id": "token", "_lastUpdated": "date", "_security": "token", "_tag": "token",
+}
 
 # Result parameters (https://hl7.org/fhir/R4/search.html#return): never "unknown".
 RESULT_PARAMS = frozenset(

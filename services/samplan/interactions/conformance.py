@@ -12,13 +12,15 @@ import orjson
 
 from samplan.fhir.conformance import without_meta
 from samplan.fhir.resource import validate_resource
-from samplan.store.repository import Repository
+from samplan.interactions.service import FhirService, Writer
+from samplan.store.repository import WriteTx
 
 
-async def sync(repo: Repository, resources: list[dict[str, Any]]) -> int:
+async def sync(service: FhirService, resources: list[dict[str, Any]], writer: Writer) -> int:
     """Store every conformance resource that is new or changed; return how many were written."""
-    written = 0
-    async with repo.transaction() as tx:
+
+    async def unit(tx: WriteTx) -> int:
+        written = 0
         for resource in resources:
             checked = validate_resource(dict(resource))
             rid = checked.get("id")
@@ -30,4 +32,6 @@ async def sync(repo: Repository, resources: list[dict[str, Any]]) -> int:
                     continue
             await tx.write(checked, resource_id=rid, current=current, method="PUT")
             written += 1
-    return written
+        return written
+
+    return await service.run(unit, writer)

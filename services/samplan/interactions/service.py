@@ -5,6 +5,12 @@ concurrent writer got there first (WriteConflict); preconditions (If-Match,
 If-None-Exist) are checked inside that transaction against locked rows, so of
 N racing writers with the same ETag exactly one wins, and N equal conditional
 creates make exactly one resource.
+
+Every write names its writer (a :class:`WriteObserver` factory, one observer per
+attempt): the security layer's, which checks each write and logs it, or the
+service's own. There is no default: a write without a writer does not type-check.
+Who may *see* a conditional match is the writer's to say too
+(:meth:`MatchAdmission.admits`): a match the writer may not see is no match.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
 import jsonpatch
@@ -21,6 +27,7 @@ import orjson
 
 from samplan.fhir.errors import (
     BadRequest,
+    Conflict,
     FhirError,
     Gone,
     Issue,
@@ -29,14 +36,32 @@ from samplan.fhir.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from samplan.fhir.identifiers import PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM
 from samplan.fhir.registry import REGISTRY, Interaction, ResourceType
 from samplan.fhir.resource import ID_PATTERN, validate_resource
 from samplan.fhir.search import SearchQuery, parse_search
 from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource, WriteConflict
-from samplan.store.repository import Repository, WriteTx
+from samplan.store.repository import Repository, WriteObserver, WriteTx
 
 T = TypeVar("T")
 _RETRIES = 8
+
+Writer = Callable[[], WriteObserver]
+"""Makes the observer of one write attempt (a retry starts with a fresh one)."""
+
+#: Identifiers of which one value names one Patient (issue 12, finding 7).
+UNIQUE_PATIENT_IDENTIFIERS = (PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM)
+#: How many matches of a conditional criteria are looked at (for the writer to admit).
+_MATCH_WINDOW = 50
+
+
+@runtime_checkable
+class MatchAdmission(Protocol):
+    """What a writer may see among the matches of a conditional criteria."""
+
+    async def admits(self, tx: WriteTx, stored: StoredResource, purpose: str) -> bool:
+        """Whether ``stored`` counts as a match (``purpose``: ``If-None-Exist``,
+        ``ifNoneExist``, ``request.url`` or ``reference``)."""
 
 
 @dataclass(slots=True)
@@ -100,18 +125,11 @@ class FhirService:
             max_count=self.max_count,
         )
 
-    async def _retrying(
-        self, unit: Callable[[WriteTx], Awaitable[T]], *, writes: dict[str, Any] | None = None
-    ) -> T:
-        """Run ``unit`` in a write transaction, again on a write conflict.
-
-        ``writes``: the one resource ``unit`` writes, when the caller knows it
-        (create, update); subclasses may use it (security/guard.py).
-        """
-        del writes  # nothing to do with it here
+    async def run(self, unit: Callable[[WriteTx], Awaitable[T]], writer: Writer) -> T:
+        """Run ``unit`` in a write transaction made by ``writer``, again on a write conflict."""
         for attempt in range(_RETRIES):
             try:
-                async with self.repo.transaction() as tx:
+                async with self.repo.transaction(writer()) as tx:
                     return await unit(tx)
             except WriteConflict:
                 if attempt == _RETRIES - 1:
@@ -143,12 +161,34 @@ class FhirService:
             raise Gone(f"Version {version} of {resource_type}/{resource_id} is a deletion.")
         return stored
 
+    async def live_body(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The body that decides who may see a resource: the current one, or the last one
+        before it was deleted (None: nothing is kept)."""
+        if not stored.deleted and stored.content:
+            body = orjson.loads(stored.content)
+            return body if isinstance(body, dict) else None
+        version = stored.version_id - 1
+        while version >= 1:
+            older = await self.repo.vread(stored.resource_type, stored.resource_id, version)
+            if older is not None and not older.deleted and older.content:
+                body = orjson.loads(older.content)
+                return body if isinstance(body, dict) else None
+            version -= 1
+        return None
+
     async def search(
         self, resource_type: str, params: list[tuple[str, str]], *, strict: bool = False
     ) -> tuple[SearchQuery, SearchPage]:
         self.resource_type(resource_type, "search-type")
         query = self.parse_query(resource_type, params, strict=strict)
         return query, await self.repo.search(query)
+
+    async def search_query(self, query: SearchQuery) -> SearchPage:
+        """A parsed (and perhaps restricted) search, run as it is."""
+        return await self.repo.search(query)
+
+    async def read_many(self, keys: list[tuple[str, str]]) -> list[StoredResource]:
+        return await self.repo.read_many(keys)
 
     async def history(
         self,
@@ -174,7 +214,7 @@ class FhirService:
     # -- writes --------------------------------------------------------------------------
 
     async def create(
-        self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+        self, resource_type: str, body: Any, *, writer: Writer, if_none_exist: str | None = None
     ) -> WriteResult:
         self.resource_type(resource_type, "create")
         resource = validate_resource(body, resource_type)
@@ -182,7 +222,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> WriteResult:
             return await self.create_in(tx, resource, if_none_exist=if_none_exist)
 
-        return await self._retrying(unit, writes=resource)
+        return await self.run(unit, writer)
 
     async def create_in(
         self,
@@ -199,6 +239,7 @@ class FhirService:
                 return WriteResult(match, created=False, existing=True)
         new_id = resource_id or str(uuid.uuid4())
         resource = {**resource, "id": new_id}
+        await self._check_unique(tx, resource)
         stored = await tx.write(resource, resource_id=new_id, current=None, method="POST")
         return WriteResult(stored, created=True)
 
@@ -210,17 +251,48 @@ class FhirService:
         if not params:
             raise BadRequest(f"{what} has no search criteria.", [what])
         query = self.parse_query(resource_type, params, strict=True)
-        query.count = 2
+        query.count = _MATCH_WINDOW
         await tx.lock(f"conditional:{resource_type}?{sorted(params)!r}")
         page = await tx.search(query)
-        if len(page.matches) > 1:
+        admission = tx.writer if isinstance(tx.writer, MatchAdmission) else None
+        matches = [m for m in page.matches
+                   if admission is None or await admission.admits(tx, m, what)]
+        if len(matches) > 1:
             raise PreconditionFailed(
                 f"{what} {criteria!r} matches more than one {resource_type}.", [what]
             )
-        return page.matches[0] if page.matches else None
+        return matches[0] if matches else None
+
+    async def _check_unique(self, tx: WriteTx, resource: dict[str, Any]) -> None:
+        """One personnummer or samordningsnummer names one Patient: a second is a 409.
+
+        Checked under a lock on the number, so two concurrent registrations of one
+        person make one Patient. The message says how to refer to the one there is
+        (a conditional reference); which Patient it is, it does not say.
+        """
+        if resource.get("resourceType") != "Patient":
+            return
+        for identifier in resource.get("identifier") or ():
+            system, value = identifier.get("system"), identifier.get("value")
+            if system not in UNIQUE_PATIENT_IDENTIFIERS or not isinstance(value, str):
+                continue
+            await tx.lock(f"patient-identifier:{system}|{value}")
+            query = self.parse_query("Patient", [("identifier", f"{system}|{value}")])
+            query.count = 2
+            others = [m for m in (await tx.search(query)).matches
+                      if m.resource_id != resource.get("id")]
+            if others:
+                kind = "personnummer" if system == PERSONNUMMER_SYSTEM else "samordningsnummer"
+                raise Conflict(
+                    f"A Patient with this {kind} is already registered: one {kind} names one "
+                    f"Patient. Refer to it as Patient?identifier={system}|{value} (a conditional "
+                    "reference); a CareTeam naming your organisation brings it into your reach.",
+                    ["Patient.identifier"],
+                )
 
     async def update(
-        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+        self, resource_type: str, resource_id: str, body: Any, *, writer: Writer,
+        if_match: str | None = None,
     ) -> WriteResult:
         self.resource_type(resource_type, "update")
         resource = validate_resource(body, resource_type)
@@ -235,7 +307,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> WriteResult:
             return await self.update_in(tx, resource, resource_id, if_match=if_match)
 
-        return await self._retrying(unit, writes=resource)
+        return await self.run(unit, writer)
 
     async def update_in(
         self,
@@ -250,11 +322,13 @@ class FhirService:
         current = await tx.current(resource["resourceType"], resource_id)
         _check_if_match(current, if_match, f"{resource['resourceType']}/{resource_id}")
         resource = {**resource, "id": resource_id}
+        await self._check_unique(tx, resource)
         stored = await tx.write(resource, resource_id=resource_id, current=current, method="PUT")
         return WriteResult(stored, created=current is None or current.deleted)
 
     async def patch(
-        self, resource_type: str, resource_id: str, body: Any, *, if_match: str | None = None
+        self, resource_type: str, resource_id: str, body: Any, *, writer: Writer,
+        if_match: str | None = None,
     ) -> WriteResult:
         self.resource_type(resource_type, "patch")
         if not isinstance(body, list):
@@ -263,7 +337,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> WriteResult:
             return await self.patch_in(tx, resource_type, resource_id, body, if_match=if_match)
 
-        return await self._retrying(unit)
+        return await self.run(unit, writer)
 
     async def patch_in(
         self,
@@ -297,12 +371,14 @@ class FhirService:
         if patched.get("id") != resource_id:
             raise Unprocessable("A patch may not change the id.", [f"{resource_type}.id"])
         resource = validate_resource(patched, resource_type)
+        await self._check_unique(tx, resource)
         stored = await tx.write(resource, resource_id=resource_id, current=current,
                                 method="PATCH")
         return WriteResult(stored, created=False)
 
     async def delete(
-        self, resource_type: str, resource_id: str, *, if_match: str | None = None
+        self, resource_type: str, resource_id: str, *, writer: Writer,
+        if_match: str | None = None,
     ) -> StoredResource | None:
         """Delete; None when it was already deleted (deleting twice is not an error)."""
         self.resource_type(resource_type, "delete")
@@ -310,7 +386,7 @@ class FhirService:
         async def unit(tx: WriteTx) -> StoredResource | None:
             return await self.delete_in(tx, resource_type, resource_id, if_match=if_match)
 
-        return await self._retrying(unit)
+        return await self.run(unit, writer)
 
     async def delete_in(
         self, tx: WriteTx, resource_type: str, resource_id: str, *, if_match: str | None = None
@@ -351,4 +427,4 @@ def _query_pairs(criteria: str) -> list[tuple[str, str]]:
         raise BadRequest(f"Cannot read the criteria {criteria!r}.") from None
 
 
-__all__ = ["FhirError", "FhirService", "WriteResult", "parse_etag"]
+__all__ = ["FhirError", "FhirService", "MatchAdmission", "WriteResult", "Writer", "parse_etag"]

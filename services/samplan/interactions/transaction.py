@@ -6,25 +6,73 @@ the spec fixes (DELETE, POST, PUT/PATCH, GET); ``urn:uuid:`` fullUrls are
 given server ids first and every reference to them is rewritten, and
 conditional references (``Patient?identifier=...``) are resolved to the one
 resource they match. A batch runs each entry on its own.
+
+Who may do what is not decided here: every entry goes through the
+:class:`EntryGate` the caller passes (the security layer's gate), which checks
+each entry's scopes before anything runs, writes the transaction as its writer,
+and answers the reads inside it. An entry whose method is not GET, POST, PUT,
+PATCH or DELETE is refused (400 at ``Bundle.entry[i].request.method``), never
+run as something else.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 
+from samplan.fhir import bundle as bundles
 from samplan.fhir.bundle import response_entry
 from samplan.fhir.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
 from samplan.fhir.resource import validate_resource
-from samplan.fhir.stored import StoredResource
+from samplan.fhir.search import SearchQuery
+from samplan.fhir.stored import SearchPage, StoredResource
 from samplan.interactions.service import FhirService, WriteResult
-from samplan.store.repository import WriteTx
+from samplan.store.repository import WriteObserver, WriteTx
 
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
+
+
+class EntryGate(Protocol):
+    """Runs a Bundle's entries as their sender may (the security layer's gate)."""
+
+    def writer(self) -> WriteObserver:
+        """The writer of one transaction attempt."""
+
+    async def check_entries(self, entries: Sequence[tuple[int, str, str]]) -> None:
+        """Before anything runs: may the sender do each (index, method, url) at all?"""
+
+    async def read_in(self, tx: WriteTx, resource_type: str, resource_id: str
+                      ) -> StoredResource:
+        """A read inside the transaction (sees its writes)."""
+
+    async def search_in(self, tx: WriteTx, resource_type: str, params: list[tuple[str, str]]
+                        ) -> tuple[SearchQuery, SearchPage]:
+        """A search inside the transaction (sees its writes)."""
+
+    def present(self, stored: StoredResource) -> StoredResource:
+        """A resource as the sender may see it in an answer (an existing conditional match)."""
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredResource: ...
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]], *,
+                     strict: bool = False) -> tuple[SearchQuery, SearchPage]: ...
+
+    async def create(self, resource_type: str, body: Any, *, if_none_exist: str | None = None
+                     ) -> WriteResult: ...
+
+    async def update(self, resource_type: str, resource_id: str, body: Any, *,
+                     if_match: str | None = None) -> WriteResult: ...
+
+    async def patch(self, resource_type: str, resource_id: str, body: Any, *,
+                    if_match: str | None = None) -> WriteResult: ...
+
+    async def delete(self, resource_type: str, resource_id: str, *, if_match: str | None = None
+                     ) -> StoredResource | None: ...
 
 
 @dataclass(slots=True)
@@ -56,9 +104,11 @@ def _parse_entries(bundle: Any, expected_type: str) -> list[_Entry]:
         request = raw["request"]
         method = str(request.get("method", "")).upper()
         url = request.get("url")
-        if method not in _ORDER or not isinstance(url, str) or not url:
-            raise BadRequest(f"{where}.request needs a method (GET, POST, PUT, PATCH, DELETE) "
-                             "and a url.", [f"{where}.request"])
+        if method not in _ORDER:
+            raise BadRequest(f"{where}.request.method must be GET, POST, PUT, PATCH or DELETE, "
+                             f"not {request.get('method')!r}.", [f"{where}.request.method"])
+        if not isinstance(url, str) or not url:
+            raise BadRequest(f"{where}.request needs a url.", [f"{where}.request.url"])
         resource = raw.get("resource")
         entries.append(
             _Entry(i, method, url.lstrip("/"), resource if isinstance(resource, dict) else None,
@@ -105,21 +155,31 @@ def _prefix(error: FhirError, index: int) -> FhirError:
 
 
 class BundleProcessor:
-    def __init__(self, service: FhirService, *, return_representation: bool) -> None:
+    def __init__(self, service: FhirService, gate: EntryGate, *, base_url: str,
+                 return_representation: bool) -> None:
         self.service = service
-        self.base_url = service.base_url
+        self.gate = gate
+        self.base_url = base_url
         self.representation = return_representation
+
+    async def process(self, bundle: Any) -> bytes:
+        """A batch or a transaction, by its ``type``."""
+        kind = bundle.get("type") if isinstance(bundle, dict) else None
+        if kind == "batch":
+            return await self.batch(bundle)
+        return await self.transaction(bundle)
 
     # -- transaction ---------------------------------------------------------------------
 
     async def transaction(self, bundle: Any) -> bytes:
         entries = self._prepare(bundle)
+        await self.gate.check_entries([(e.index, e.method, e.url) for e in entries])
 
         async def unit(tx: WriteTx) -> list[dict[str, Any]]:
             # a retry (after a WriteConflict) starts again from the entries as posted
             return await self._run_transaction(tx, [replace(e) for e in entries])
 
-        results = await self.service._retrying(unit)
+        results = await self.service.run(unit, self.gate.writer)
         return orjson.dumps({
             "resourceType": "Bundle",
             "id": str(uuid.uuid4()),
@@ -128,8 +188,11 @@ class BundleProcessor:
         })
 
     async def transaction_in(self, tx: WriteTx, bundle: Any) -> list[dict[str, Any]]:
-        """Run a transaction Bundle inside a write transaction the caller already holds."""
-        return await self._run_transaction(tx, self._prepare(bundle))
+        """Run a transaction Bundle inside a write transaction the caller already holds
+        (made by this processor's gate's writer)."""
+        entries = self._prepare(bundle)
+        await self.gate.check_entries([(e.index, e.method, e.url) for e in entries])
+        return await self._run_transaction(tx, entries)
 
     def _prepare(self, bundle: Any) -> list[_Entry]:
         """Parse and validate every entry before anything touches the database."""
@@ -239,7 +302,8 @@ class BundleProcessor:
         if e.method == "POST":
             service.resource_type(rtype, "create")
             if existing is not None:
-                return response_entry("200 OK", existing, base_url=self.base_url,
+                return response_entry("200 OK", self.gate.present(existing),
+                                      base_url=self.base_url,
                                       include_resource=self.representation)
             assert e.resource is not None
             assert rid is not None
@@ -275,18 +339,12 @@ class BundleProcessor:
     async def _get(
         self, tx: WriteTx, rtype: str, rid: str | None, params: list[tuple[str, str]]
     ) -> dict[str, Any]:
-        from samplan.fhir import bundle as bundles
-
         if rid is None:
-            self.service.resource_type(rtype, "search-type")
-            query = self.service.parse_query(rtype, params)
-            page = await tx.search(query)
+            query, page = await self.gate.search_in(tx, rtype, params)
             body = bundles.searchset(self.base_url, query, page)
             return {"resource": orjson.Fragment(body), "response": {"status": "200 OK"}}
-        found = await tx.read_many([(rtype, rid)])
-        if not found:
-            raise NotFound(f"{rtype}/{rid} does not exist.")
-        return response_entry("200 OK", found[0], base_url=self.base_url, include_resource=True)
+        stored = await self.gate.read_in(tx, rtype, rid)
+        return response_entry("200 OK", stored, base_url=self.base_url, include_resource=True)
 
     def _write_entry(self, result: WriteResult) -> dict[str, Any]:
         status = "201 Created" if result.created else "200 OK"
@@ -315,12 +373,10 @@ class BundleProcessor:
 
     async def _batch_entry(self, e: _Entry) -> dict[str, Any]:
         rtype, rid, params = _split_url(e.url)
-        service = self.service
+        service = self.gate
         if e.method == "GET":
             if rid is None:
                 query, page = await service.search(rtype, params)
-                from samplan.fhir import bundle as bundles
-
                 body = bundles.searchset(self.base_url, query, page)
                 return {"resource": orjson.Fragment(body), "response": {"status": "200 OK"}}
             stored = await service.read(rtype, rid)
@@ -368,4 +424,4 @@ def _reason(status: int) -> str:
         return "Error"
 
 
-__all__ = ["BundleProcessor", "Issue"]
+__all__ = ["BundleProcessor", "EntryGate", "Issue"]

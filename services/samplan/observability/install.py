@@ -97,7 +97,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             return FhirResponse(outcome, 401, {"WWW-Authenticate": 'Bearer realm="metrics"'})
         services: Services | None = getattr(request.app.state, "services", None)
         body, content_type = await metrics.exposition(
-            services.engine if services is not None else None)
+            services.gate.engine if services is not None else None)
         return Response(body, media_type=content_type)
 
 

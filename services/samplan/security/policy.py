@@ -40,7 +40,7 @@ anonymous-dev  everyone (auth switched off for a local demo)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final, Literal
 
@@ -227,6 +227,63 @@ def is_nopatient(body: Mapping[str, Any]) -> bool:
     )
 
 
+#: Types that belong to their writer's organisation (or patient), not to a patient:
+#: a Subscription carries channel headers and filters naming patients (issue 12).
+OWNED_TYPES: Final[frozenset[str]] = frozenset({"Subscription"})
+#: ``meta.tag`` system of the owner the gate stamps on an owned resource at write.
+OWNER_SYSTEM: Final[str] = "https://samplan.se/fhir/CodeSystem/owner"
+
+
+def owner_code(principal: Principal) -> str | None:
+    """Who owns what ``principal`` writes: its care unit's or organisation's HSA-id, or
+    ``Patient/{claim}`` for a patient; None for those who own nothing (relatives)."""
+    if principal.kind == "patient":
+        return f"Patient/{principal.patient}" if principal.patient else None
+    if principal.kind == "staff":
+        return principal.care_unit_hsa_id or principal.organisation_hsa_id
+    if principal.kind == "system":
+        return principal.organisation_hsa_id
+    return None
+
+
+def owner_codes(principal: Principal) -> frozenset[str]:
+    """The owner codes ``principal`` reads as its own (any of its HSA-ids; its patient)."""
+    if principal.kind == "patient":
+        own = owner_code(principal)
+        return frozenset([own]) if own else frozenset()
+    if principal.kind in ("staff", "system"):
+        return frozenset(h for h in (principal.organisation_hsa_id, principal.care_unit_hsa_id,
+                                     principal.care_provider_hsa_id) if h)
+    return frozenset()
+
+
+def owners_of(body: Mapping[str, Any]) -> frozenset[str]:
+    meta = body.get("meta")
+    tags = meta.get("tag") if isinstance(meta, Mapping) else None
+    return frozenset(str(t.get("code")) for t in tags or ()
+                     if isinstance(t, Mapping) and t.get("system") == OWNER_SYSTEM)
+
+
+def owns(principal: Principal, body: Mapping[str, Any]) -> bool:
+    return not owner_codes(principal).isdisjoint(owners_of(body))
+
+
+def stamp_owner(principal: Principal, resource_type: str, body: dict[str, Any]) -> None:
+    """Mark an owned resource with its writer's owner code (whatever the body said)."""
+    if resource_type not in OWNED_TYPES:
+        return
+    code = owner_code(principal)
+    meta = body.setdefault("meta", {})
+    tags = [t for t in meta.get("tag") or () if not (
+        isinstance(t, Mapping) and t.get("system") == OWNER_SYSTEM)]
+    if code is not None and principal.kind != "anonymous-dev":
+        tags.append({"system": OWNER_SYSTEM, "code": code})
+    if tags:
+        meta["tag"] = tags
+    else:
+        meta.pop("tag", None)
+
+
 def hides_professional_content(principal: Principal) -> bool:
     return principal.kind in ("patient", "relative")
 
@@ -235,8 +292,12 @@ def visible(
     principal: Principal, reach: Reach, resource_type: str, body: Mapping[str, Any]
 ) -> bool:
     """Whether the principal may see this resource at all (scopes are checked apart)."""
+    if reach.everything:
+        return True
     if hides_professional_content(principal) and is_nopatient(body):
         return False
+    if resource_type in OWNED_TYPES:
+        return owns(principal, body)
     ids = patient_ids(resource_type, body)
     if ids is None:
         return True  # directory data (Organization, Practitioner, ...): scopes decide
@@ -252,17 +313,24 @@ def check_write(
     resource_type: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
+    *,
+    before_checked: bool = False,
 ) -> None:
     """Raise unless ``principal`` may turn ``before`` into ``after``.
 
     ``before`` is ``None`` for a create, ``after`` is ``None`` for a delete.
     A ``before`` out of reach is :class:`NotFound` (its existence must not
-    leak); an ``after`` out of reach is :class:`Forbidden`.
+    leak); an ``after`` out of reach is :class:`Forbidden`. ``reach`` is the
+    reach *after* the write: a CareTeam naming the writer's organisation brings
+    its patient into reach, and a patient's block keeps them out whatever
+    CareTeam is written. ``before_checked``: ``before`` was seen to be visible
+    before the write (with reach as it was then), so it is not judged again.
     """
     label = f"{resource_type}/{_id_of(before, after)}"
     if reach.everything:
         return
-    if before is not None and not visible(principal, reach, resource_type, before):
+    if (before is not None and not before_checked
+            and not visible(principal, reach, resource_type, before)):
         raise NotFound(f"{label} does not exist.")
     if reach.read_only or principal.kind == "relative":
         raise Forbidden(f"{principal.kind} principals may not change data ({label}).")
@@ -276,8 +344,6 @@ def check_write(
         return
     if before is None and resource_type == "Patient":
         return  # registering a new patient: no data about them exists yet
-    if resource_type == "CareTeam" and _joins_care_team(reach, after):
-        return  # a care team naming the caller's own organisation brings the patient into reach
     raise Forbidden(
         f"{label} is about a patient outside your reach (no CareTeam includes your organisation)."
     )
@@ -319,53 +385,6 @@ def _authored_by_patient(resource_type: str, body: Mapping[str, Any], own: froze
             if target and target[0] == "Patient" and target[1] in own:
                 return True
     return False
-
-
-def grown_by(
-    principal: Principal, reach: Reach, changes: Iterable[tuple[str, str, Mapping[str, Any]]]
-) -> Reach:
-    """The reach after writes that themselves establish the care relation.
-
-    A transaction that registers the caller's own unit (an Organization with
-    the caller's HSA-id) and a CareTeam naming it, e.g. a journal note
-    imported for a new patient, brings that patient into reach for the rest
-    of the same transaction. ``changes`` are (type, id, body) of what it wrote.
-    """
-    if reach.everything or principal.kind not in ("staff", "system"):
-        return reach
-    own_hsa = {h for h in (principal.organisation_hsa_id, principal.care_unit_hsa_id,
-                           principal.care_provider_hsa_id) if h}
-    own_practitioner = principal.employee_hsa_id
-    organisations, practitioners = set(reach.organisations), set(reach.practitioners)
-    for rtype, rid, body in changes:
-        hsa = {i.get("value") for i in body.get("identifier", []) if isinstance(i, dict)}
-        if rtype == "Organization" and hsa & own_hsa:
-            organisations.add(rid)
-        if rtype == "Practitioner" and own_practitioner and own_practitioner in hsa:
-            practitioners.add(rid)
-    grown = replace(reach, organisations=frozenset(organisations),
-                    practitioners=frozenset(practitioners))
-    patients = set(reach.patients)
-    for rtype, _, body in changes:
-        if rtype == "CareTeam" and _joins_care_team(grown, body):
-            patients |= patient_ids("CareTeam", body) or frozenset()
-    return replace(grown, patients=frozenset(patients), by_care_team=False)
-
-
-def _joins_care_team(reach: Reach, body: Mapping[str, Any]) -> bool:
-    refs: set[tuple[str, str]] = set()
-    for path in ("participant.member", "participant.onBehalfOf", "managingOrganization"):
-        for value in values_at(dict(body), path):
-            if isinstance(value, dict) and isinstance(value.get("reference"), str):
-                target = parse_reference(value["reference"])
-                if target:
-                    refs.add(target)
-    own = (
-        {("Organization", i) for i in reach.organisations}
-        | {("PractitionerRole", i) for i in reach.roles}
-        | {("Practitioner", i) for i in reach.practitioners}
-    )
-    return bool(own & refs)
 
 
 def _id_of(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:

@@ -23,21 +23,12 @@ without a principal, e.g. by a test or a migration): not restricted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from samplan.security import policy
-from samplan.security.policy import Reach
 from samplan.security.principal import Principal, PrincipalKind
 from samplan.security.scopes import ScopeSet
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    from samplan.security.guard import AccessControl
 
 _KINDS: frozenset[str] = frozenset({"patient", "relative", "staff", "system", "anonymous-dev"})
 
@@ -100,64 +91,3 @@ class SubscriberAccess:
 def principal_of(text: str | None) -> Principal | None:
     facts = SubscriberAccess.from_json(text)
     return facts.principal() if facts is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What one event may carry to one recipient."""
-
-    visible: bool  # the event may name its focus (otherwise: withheld)
-    full: bool  # the focus resource itself may be sent
-    patients: tuple[str, ...]  # whose data it is (the access log)
-
-
-async def screen(
-    control: AccessControl,
-    recipients: Sequence[Principal | None],
-    focuses: Sequence[tuple[str, Mapping[str, Any] | None]],
-    *,
-    conn: AsyncConnection | None = None,
-) -> list[Verdict]:
-    """A verdict per ``(resource type, body)`` focus, for all ``recipients`` at once.
-
-    ``body`` is the version the event points at (for a deletion, the last
-    version before it); ``None`` when it is no longer kept (only an
-    unrestricted recipient sees such an event). An event must pass for every
-    recipient (``$events``: the Subscription's writer *and* the caller).
-    """
-    concerned = [
-        (policy.patient_ids(rtype, body) if body is not None else None) for rtype, body in focuses
-    ]
-    everyone = {p for ids in concerned if ids for p in ids}
-    visible = [True] * len(focuses)
-    full = [True] * len(focuses)
-    for principal in recipients:
-        if principal is None:
-            continue
-        reach = await control.reach_of(principal, among=everyone, conn=conn)
-        narrowed: Reach | None = None
-        for i, (rtype, body) in enumerate(focuses):
-            if not visible[i]:
-                continue
-            read = policy.scope_grant(principal, rtype, "read")
-            search = policy.scope_grant(principal, rtype, "search")
-            grant = read if read.granted else search
-            if not grant.granted:
-                visible[i] = full[i] = False
-                continue
-            judged = reach
-            if grant.patient_context_only and not reach.everything:
-                if narrowed is None:
-                    narrowed = await control.scoped_reach(principal, grant, among=everyone,
-                                                          conn=conn)
-                judged = narrowed
-            if reach.everything:
-                ok = True
-            else:
-                ok = body is not None and policy.visible(principal, judged, rtype, body)
-            visible[i] = ok
-            full[i] = full[i] and ok and read.granted
-    return [
-        Verdict(visible[i], visible[i] and full[i], tuple(sorted(concerned[i] or ())))
-        for i in range(len(focuses))
-    ]

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from samplan.store.repository import Repository
+from samplan.store.repository import NoResources, Repository
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ class GroupCommitter(Generic[T]):
                 if self.commit is not None:
                     await self.commit(rows_of_batch)
                 else:
-                    async with self.repo.transaction() as tx:
+                    async with self.repo.transaction(NoResources()) as tx:
                         await self.append(tx.conn, rows_of_batch)
             except asyncio.CancelledError:
                 for _, future in batch:

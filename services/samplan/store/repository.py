@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from asyncpg.exceptions import IntegrityConstraintViolationError
@@ -81,6 +81,37 @@ class Change:
 
 
 BeforeCommit = Callable[["WriteTx"], Awaitable[None]]
+
+
+class NoResources:
+    """The writer of a transaction that writes rows of its own, never a resource (the access
+    log's group commit, the delivery worker's outbox bookkeeping)."""
+
+    async def before_write(self, tx: WriteTx, resource_type: str, resource_id: str,
+                           current: StoredResource | None, body: dict[str, Any] | None) -> None:
+        del tx, current, body
+        raise RuntimeError(f"{resource_type}/{resource_id}: this transaction writes no resources")
+
+    async def before_commit(self, tx: WriteTx) -> None:
+        del tx
+
+
+class WriteObserver(Protocol):
+    """Who is writing, given to every write transaction (never found in a context variable).
+
+    The security layer's implementation checks each write against its writer's
+    rights before it is made, and the whole transaction before it commits, where
+    it also appends the access log; the store only calls it (it knows no policy).
+    """
+
+    async def before_write(
+        self, tx: WriteTx, resource_type: str, resource_id: str,
+        current: StoredResource | None, body: dict[str, Any] | None,
+    ) -> None:
+        """Called before each version is written (``body`` None: a deletion)."""
+
+    async def before_commit(self, tx: WriteTx) -> None:
+        """Called once, before the service's own hooks (subscriptions) and the commit."""
 
 _RESOURCE_COLUMNS = (
     resources.c.resource_type,
@@ -212,25 +243,27 @@ class Repository:
     # -- writes --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[WriteTx]:
-        """One database transaction for a whole write (or a whole transaction Bundle)."""
+    async def transaction(self, writer: WriteObserver) -> AsyncIterator[WriteTx]:
+        """One database transaction for a whole write (or a whole transaction Bundle),
+        made by ``writer``, who is asked before each write and before the commit."""
         if self.is_sqlite:
             async with self._sqlite_write_lock:
-                async with self._begin() as tx:
+                async with self._begin(writer) as tx:
                     yield tx
         else:
-            async with self._begin() as tx:
+            async with self._begin(writer) as tx:
                 yield tx
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[WriteTx]:
+    async def _begin(self, writer: WriteObserver) -> AsyncIterator[WriteTx]:
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
-                tx = WriteTx(self, conn)
+                tx = WriteTx(self, conn, writer=writer)
                 try:
                     yield tx
+                    await writer.before_commit(tx)
                     for hook in self.before_commit:
                         await hook(tx)
                 except IntegrityError as exc:
@@ -252,6 +285,8 @@ class WriteTx:
     repo: Repository
     conn: AsyncConnection
     changes: list[Change] = field(default_factory=list)
+    writer: WriteObserver | None = None
+    """Asked before each write (None: a bulk load's stand-in, bench/load.py)."""
     _locked: set[int] = field(default_factory=set)
     _driver: Any = field(default=None, repr=False)
 
@@ -313,6 +348,8 @@ class WriteTx:
     ) -> StoredResource:
         """Store a new version of ``resource`` after ``current`` (None: it is new)."""
         resource_type = resource["resourceType"]
+        if self.writer is not None:
+            await self.writer.before_write(self, resource_type, resource_id, current, resource)
         version = (current.version_id + 1) if current else 1
         at = self.repo.next_stamp()
         content = stamp(resource, resource_id=resource_id, version_id=version, at=from_us(at))
@@ -345,6 +382,9 @@ class WriteTx:
         return stored
 
     async def delete(self, current: StoredResource) -> StoredResource:
+        if self.writer is not None:
+            await self.writer.before_write(self, current.resource_type, current.resource_id,
+                                           current, None)
         at = self.repo.next_stamp()
         stored = StoredResource(
             current.resource_type, current.resource_id, current.version_id + 1, at, True, None,
@@ -573,18 +613,19 @@ def _filter_clause(query: SearchQuery, flt: Filter) -> ColumnElement[bool]:
 
 
 def _care_team_clause(rtype: str, v: CareTeamValue) -> ColumnElement[bool]:
-    """Resources about a patient of the care teams ``v`` names (an access restriction)."""
-    from samplan.store.access import care_team_reaches
+    """Resources about a patient of the care teams ``v`` names (an access restriction):
+    reach as ``store/access.py`` defines it, correlated to the rows searched."""
+    from samplan.store.access import reach_predicate
 
-    def reaches(patient: ColumnElement[Any]) -> ColumnElement[bool] | None:
-        return care_team_reaches(patient, organisations=v.organisations, roles=v.roles,
-                                 practitioners=v.practitioners, blocked=v.blocked)
+    def reaches(patient: str) -> ColumnElement[bool] | None:
+        return reach_predicate(patient, organisations=v.organisations, roles=v.roles,
+                               practitioners=v.practitioners, blocked=v.blocked)
 
     if rtype == "Patient":
-        own = reaches(resources.c.resource_id)
+        own = reaches("resources.resource_id")
         return own if own is not None else false()
     about = idx_reference.alias("reach_about")
-    reached = reaches(about.c.target_id)
+    reached = reaches("reach_about.target_id")
     if reached is None:
         return false()
     return select(about.c.resource_id).where(

@@ -18,26 +18,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 
 from samplan import __version__
-from samplan.security.audit import Agent, AuditRecord
-from samplan.security.principal import Principal
-from samplan.security.subscriber import screen
-from samplan.subscriptions import store
 from samplan.subscriptions.endpoints import resolve_refusal
 from samplan.subscriptions.signing import SIGNATURE_HEADER, signature
-from samplan.subscriptions.store import EventRow
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    from samplan.security.guard import AccessControl
 
 USER_AGENT = f"SamPlan/{__version__} (subscription notifications)"
 
@@ -100,68 +87,3 @@ async def post(
         return result(True, response.status_code, None)
     return result(False, response.status_code,
                   f"HTTP {response.status_code} {response.reason_phrase}".strip())
-
-
-# -- what a notification may carry (security/subscriber.py) and its access-log entries ----------
-
-
-@dataclass(frozen=True, slots=True)
-class Screened:
-    """Events screened for their recipients: which to withhold, what content may go."""
-
-    withheld: frozenset[int]  # event numbers sent without focus or entry
-    contents: dict[tuple[str, str, int], bytes | None]  # full-resource payloads allowed
-    patients: dict[int, tuple[str, ...]]  # per event number sent with its focus: whose data
-
-
-async def screen_events(
-    conn: AsyncConnection,
-    control: AccessControl,
-    recipients: Sequence[Principal | None],
-    events: Sequence[EventRow],
-    content: str,
-) -> Screened:
-    """Judge each event's focus for every recipient with the read policy (reach as it is now)."""
-    if not events:
-        return Screened(frozenset(), {}, {})
-    keys = [(ev.focus_type, ev.focus_id, ev.focus_version) for ev in events]
-    bodies = await store.focus_bodies(conn, keys)
-    focuses: list[tuple[str, dict[str, Any] | None]] = []
-    for ev, key in zip(events, keys, strict=True):
-        raw = bodies.get(key)
-        body = orjson.loads(raw) if raw else None
-        focuses.append((ev.focus_type, body if isinstance(body, dict) else None))
-    verdicts = await screen(control, recipients, focuses, conn=conn)  # one connection each
-    withheld = frozenset(ev.event_number for ev, v in zip(events, verdicts, strict=True)
-                         if not v.visible)
-    contents: dict[tuple[str, str, int], bytes | None] = {}
-    if content == "full-resource":
-        allowed = [k for k, v in zip(keys, verdicts, strict=True) if v.full]
-        contents = await store.focus_contents(conn, allowed) if allowed else {}
-    patients = {ev.event_number: v.patients for ev, v in zip(events, verdicts, strict=True)
-                if v.visible}
-    return Screened(withheld, contents, patients)
-
-
-def notification_records(
-    recipient: Principal | None,
-    subscription_id: str,
-    events: Sequence[EventRow],
-    screened: Screened,
-    *,
-    description: str,
-    client_ip: str | None = None,
-) -> list[AuditRecord]:
-    """One ``notify`` entry per patient whose data the notification carried."""
-    by_patient: dict[str, list[tuple[str, str]]] = {}
-    for ev in events:
-        for patient in screened.patients.get(ev.event_number, ()):
-            by_patient.setdefault(patient, []).append((ev.focus_type, ev.focus_id))
-    agent = Agent.of(recipient)
-    return [
-        AuditRecord(interaction="notify", agent=agent, patient_id=patient,
-                    entity_type="Subscription", entity_id=subscription_id,
-                    entities=tuple(dict.fromkeys(found)), query=description,
-                    client_ip=client_ip)
-        for patient, found in sorted(by_patient.items())
-    ]

@@ -8,7 +8,7 @@ committed change always has its events.
 Two jobs:
 
 1. A written ``Subscription`` version updates that subscription's state row
-   (status, channel, secret; see :func:`store.sync_state`); a deleted one
+   (status, channel, secret; see :func:`samplan.subscriptions.store.sync_state`); a deleted one
    removes it.
 2. Each change of a type some topic triggers on is matched against the live
    subscriptions of that topic; every match is numbered in the subscription's
@@ -27,8 +27,9 @@ that patient's subscribers.
 Access (issue 6): a Subscription written through the API keeps its writer's
 access facts (``security/subscriber.py``); a change whose focus that
 principal may not read (the version the event points at; for a deletion the
-one before) is no event for that subscription. The check runs here, in the
-write transaction, with the policy's own functions, and again at delivery.
+one before) is no event for that subscription. The gate screens it, in the
+write transaction (``security/commit.py``: this hook sees a ``CommitView``,
+never the store), and again at delivery.
 """
 
 from __future__ import annotations
@@ -44,10 +45,9 @@ import orjson
 from samplan.fhir.dates import now_us
 from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
-from samplan.security.guard import AccessControl, current_principal
-from samplan.security.subscriber import SubscriberAccess, principal_of, screen
-from samplan.store.repository import Change, WriteTx
-from samplan.subscriptions import store
+from samplan.security.commit import Change, CommitView
+from samplan.security.subscriber import SubscriberAccess, principal_of
+from samplan.subscriptions import store as outbox
 from samplan.subscriptions.model import ChannelConfig, FilterCriterion, read_config, sealed_secret
 from samplan.subscriptions.topics import AGREEMENT_CHANGED, TopicRegistry
 
@@ -115,10 +115,8 @@ class Matcher:
         self.base_url = base_url
         self.tz = tz
         self.listeners: list[Callable[[], None]] = []
-        #: reach of subscribers (set by ``service.install``; None: events are not screened)
-        self.control: AccessControl | None = None
 
-    async def __call__(self, tx: WriteTx) -> None:
+    async def __call__(self, tx: CommitView) -> None:
         if not tx.changes:
             return
         trigger_types = self.topics.trigger_types
@@ -127,20 +125,20 @@ class Matcher:
         if written:
             await self._sync(tx, written)
         if relevant and await self._match(tx, relevant):
-            await store.wake_workers(tx.conn)
+            await outbox.wake_workers(tx.conn)
             for listener in self.listeners:
                 listener()
 
     # -- Subscription resources -> state rows ---------------------------------------------
 
-    async def _sync(self, tx: WriteTx, changes: list[Change]) -> None:
+    async def _sync(self, tx: CommitView, changes: list[Change]) -> None:
         now = now_us()
-        writer = current_principal()  # None: the service itself (worker status changes)
+        writer = tx.writer  # None: the service itself (worker status changes)
         subscriber = SubscriberAccess.of(writer).to_json() if writer is not None else None
         for change in changes:
             sid = change.resource.resource_id
             if change.body is None:
-                await store.forget(tx.conn, sid)
+                await outbox.forget(tx.conn, sid)
                 continue
             config, issues = read_config(change.body, self.topics, base_url=self.base_url,
                                          allow_private=True)
@@ -148,9 +146,9 @@ class Matcher:
                 # Only possible for a Subscription stored before its topic was withdrawn.
                 log.warning("Subscription/%s cannot be served: %s", sid,
                             "; ".join(i.diagnostics for i in issues))
-                await store.forget(tx.conn, sid)
+                await outbox.forget(tx.conn, sid)
                 continue
-            await store.sync_state(
+            await outbox.sync_state(
                 tx.conn, subscription_id=sid, version_id=change.resource.version_id,
                 status=str(change.body.get("status")), config=config,
                 secret=sealed_secret(change.body), now=now,
@@ -159,12 +157,12 @@ class Matcher:
 
     # -- changes -> events ------------------------------------------------------------------
 
-    async def _match(self, tx: WriteTx, changes: list[Change]) -> bool:
+    async def _match(self, tx: CommitView, changes: list[Change]) -> bool:
         hit = {t.url for t in self.topics for c in changes
                if t.triggers_on(c.resource.resource_type, interaction_of(c))}
         if not hit:
             return False
-        live = await store.live_for_topics(tx.conn, hit)
+        live = await outbox.live_for_topics(tx.conn, hit)
         if not live:
             return False
         matched: list[tuple[str, str | None, Change]] = []
@@ -183,24 +181,22 @@ class Matcher:
                 continue
             matched.extend((sid, subscriber, change) for sid, config, subscriber in candidates
                            if context.satisfies(config.filters))
-        events: dict[str, list[store.NewEvent]] = {}
+        events: dict[str, list[outbox.NewEvent]] = {}
         for sid, _, change in await self._readable(tx, matched):
             stored = change.resource
-            events.setdefault(sid, []).append(store.NewEvent(
+            events.setdefault(sid, []).append(outbox.NewEvent(
                 stored.resource_type, stored.resource_id, stored.version_id,
                 stored.method or "PUT", stored.last_updated,
             ))
         now = now_us()
         for sid in sorted(events):  # one lock order for every writer: no deadlocks
-            await store.append_events(tx.conn, sid, events[sid], now)
+            await outbox.append_events(tx.conn, sid, events[sid], now)
         return bool(events)
 
     async def _readable(
-        self, tx: WriteTx, matched: list[tuple[str, str | None, Change]]
+        self, tx: CommitView, matched: list[tuple[str, str | None, Change]]
     ) -> list[tuple[str, str | None, Change]]:
         """The matches whose focus their subscriber may read (reach asked in this tx)."""
-        if self.control is None:
-            return matched
         by_subscriber: dict[str, list[int]] = {}
         for i, (_, subscriber, _) in enumerate(matched):
             if subscriber is not None:
@@ -209,15 +205,14 @@ class Matcher:
         for subscriber, indexes in by_subscriber.items():
             focuses = [(matched[i][2].resource.resource_type,
                         matched[i][2].body or _previous_body(matched[i][2])) for i in indexes]
-            verdicts = await screen(self.control, [principal_of(subscriber)], focuses,
-                                    conn=tx.conn)
+            verdicts = await tx.screen([principal_of(subscriber)], focuses)
             dropped.update(i for i, v in zip(indexes, verdicts, strict=True) if not v.visible)
         return [m for i, m in enumerate(matched) if i not in dropped]
 
     def _rows(self, body: dict[str, Any]) -> Any:
         return extract(body, REGISTRY[body["resourceType"]], self.tz, self.base_url)
 
-    async def _agreement(self, tx: WriteTx, change: Change) -> AgreementContext | None:
+    async def _agreement(self, tx: CommitView, change: Change) -> AgreementContext | None:
         """The agreement ``change`` belongs to, or None when it belongs to none."""
         stored = change.resource
         rtype, rid = stored.resource_type, stored.resource_id
@@ -228,14 +223,13 @@ class Matcher:
         else:
             plan_ids: set[str] = set()
             if rtype in _NAMED_BY_PLAN:
-                plan_ids.update(await store.referring(tx.conn, "CarePlan", _NAMED_BY_PLAN[rtype],
-                                                      rtype, rid))
+                plan_ids.update(await tx.referring("CarePlan", _NAMED_BY_PLAN[rtype],
+                                                   rtype, rid))
             elif rtype == "Appointment":
                 for body in bodies:
                     plan_ids.update(i for p, t, i in self._rows(body).references
                                     if p == "based-on" and t == "CarePlan")
-            found = await tx.read_many([("CarePlan", i) for i in sorted(plan_ids)])
-            plans = [orjson.loads(p.content) for p in found if p.content]
+            plans = await tx.current_bodies([("CarePlan", i) for i in sorted(plan_ids)])
         if not plans:
             return None
         context = AgreementContext()
@@ -252,8 +246,7 @@ class Matcher:
         teams = [b for b in bodies if b["resourceType"] == "CareTeam"]
         if rtype == "CareTeam":
             team_ids.discard(rid)  # its own versions are in ``bodies``
-        teams.extend(orjson.loads(t.content) for t in
-                     await tx.read_many([("CareTeam", i) for i in sorted(team_ids)]) if t.content)
+        teams.extend(await tx.current_bodies([("CareTeam", i) for i in sorted(team_ids)]))
         for team in teams:
             context.organizations.update(
                 f"{t}/{i}" for p, t, i in self._rows(team).references

@@ -1,11 +1,13 @@
 """Switching subscriptions on: types, write check, hook, CapabilityStatement, topics, operations.
 
-:func:`install` is called once per repository (the API's and each worker's):
-it registers ``Subscription`` and ``Basic`` (topics, read-only), puts the
-Subscription write check in ``WRITE_CHECKS``, the matching hook on the
-repository and the topic advertisement in the CapabilityStatement. The
-returned :class:`SubscriptionFeature` then serves ``$status`` and ``$events``
-and, for ``samplan serve --with-worker``, runs a worker inside the app.
+:func:`install` is called once per gate (the API's and each worker's): it
+registers ``Subscription`` and ``Basic`` (topics, read-only), puts the
+Subscription write check in ``WRITE_CHECKS``, the matching hook on the gate
+and the topic advertisement in the CapabilityStatement. The returned
+:class:`SubscriptionFeature` then serves ``$status`` and ``$events`` (for an
+Access the gate gave: the Subscription is read through it first, and the
+events are screened and logged by the gate) and, for ``samplan serve
+--with-worker``, runs a worker inside the app.
 """
 
 from __future__ import annotations
@@ -20,26 +22,25 @@ from zoneinfo import ZoneInfo
 from samplan.fhir import conformance
 from samplan.fhir.capability import CONTRIBUTORS
 from samplan.fhir.dates import from_us, now_us
-from samplan.fhir.errors import BadRequest, Gone, NotFound
+from samplan.fhir.errors import BadRequest, NotFound
 from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
 from samplan.fhir.resource import WRITE_CHECKS, instant
-from samplan.interactions import conformance as stored_conformance
-from samplan.security.guard import AccessControl
+from samplan.security import notifications as screening
+from samplan.security.gate import Access, Gate
 from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
-from samplan.store.repository import Repository
-from samplan.subscriptions import delivery, notifications, store
+from samplan.subscriptions import notifications
+from samplan.subscriptions import store as outbox
 from samplan.subscriptions.matching import Matcher
 from samplan.subscriptions.model import CONTENTS, Content, SubscriptionCheck
 from samplan.subscriptions.signing import SecretBox
 from samplan.subscriptions.topics import TopicRegistry
 
 if TYPE_CHECKING:
-    from samplan.api.deps import Services
-    from samplan.security.guard import GuardedFhirService
+    import httpx
+
     from samplan.subscriptions.worker import Worker
 
-EXTRAS_KEY = "subscriptions"
 TOPIC_CANONICAL_EXT = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                        "capabilitystatement-subscriptiontopic-canonical")
 OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
@@ -73,9 +74,9 @@ def register_types() -> None:
 class SubscriptionFeature:
     """The installed feature: what the API and the in-process worker use."""
 
-    def __init__(self, settings: Settings, repo: Repository, topics: TopicRegistry) -> None:
+    def __init__(self, settings: Settings, gate: Gate, topics: TopicRegistry) -> None:
         self.settings = settings
-        self.repo = repo
+        self.gate = gate
         self.topics = topics
         key = settings.webhook_secret_key
         self.box = SecretBox(key.get_secret_value() if key else None)
@@ -89,14 +90,13 @@ class SubscriptionFeature:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, services: Services) -> None:
+    async def start(self, http: httpx.AsyncClient) -> None:
         """Store the topics as Basic resources; start the in-process worker if configured."""
-        services.extras[EXTRAS_KEY] = self
-        await stored_conformance.sync(self.repo, self.topics.resources())
+        await self.gate.sync_conformance(self.topics.resources())
         if self.settings.subscriptions_in_process_worker:
             from samplan.subscriptions.worker import Worker
 
-            self.worker = Worker(self.repo, services.http, self.settings, self.box)
+            self.worker = Worker(self.gate, http, self.settings, self.box)
             self.matcher.listeners.append(self.worker.hint)
             self._worker_task = asyncio.create_task(self.worker.run())
 
@@ -110,19 +110,19 @@ class SubscriptionFeature:
 
     # -- $status -------------------------------------------------------------------------------
 
-    async def _live_resource(self, subscription_id: str) -> None:
-        stored = await self.repo.read("Subscription", subscription_id)
-        if stored is None:
-            raise NotFound(f"Subscription/{subscription_id} does not exist.")
-        if stored.deleted:
-            raise Gone(f"Subscription/{subscription_id} was deleted.")
-
-    async def status(self, ids: list[str] | None, statuses: list[str] | None) -> dict[str, Any]:
-        """``$status``: a searchset Bundle with one SubscriptionStatus per subscription."""
+    async def status(self, access: Access, ids: list[str] | None, statuses: list[str] | None
+                     ) -> dict[str, Any]:
+        """``$status``: a searchset Bundle with one SubscriptionStatus per subscription the
+        caller may see (``ids`` None: all of them); one named that they may not see is a 404."""
         if ids is not None and len(ids) == 1:
-            await self._live_resource(ids[0])
-        async with self.repo.engine.connect() as conn:
-            found = await store.states(conn, ids, statuses)
+            await access.read("Subscription", ids[0])  # 404 / 410, and logged
+        search = [("_count", str(self.settings.max_page_size))]
+        if ids:
+            search.append(("_id", ",".join(ids)))
+        _, page = await access.search("Subscription", search)
+        ids = [m.resource_id for m in page.matches]
+        async with self.gate.engine.connect() as conn:
+            found = await outbox.states(conn, ids, statuses)
             entries = []
             for state in found:
                 entries.append({
@@ -134,10 +134,10 @@ class SubscriptionFeature:
                 "meta": {"lastUpdated": instant(from_us(now_us()))}, "type": "searchset",
                 "total": len(entries), "entry": entries}
 
-    async def _status_of(self, conn: Any, state: store.SubscriptionState) -> dict[str, Any]:
-        counts = await store.event_counts(conn, state.id)
-        dead = await store.dead_letters(conn, state.id, MAX_DEAD_LETTERS_SHOWN)
-        oldest = await store.oldest_event(conn, state.id)
+    async def _status_of(self, conn: Any, state: outbox.SubscriptionState) -> dict[str, Any]:
+        counts = await outbox.event_counts(conn, state.id)
+        dead = await outbox.dead_letters(conn, state.id, MAX_DEAD_LETTERS_SHOWN)
+        oldest = await outbox.oldest_event(conn, state.id)
         errors = []
         if state.last_error and state.status in ("error", "requested"):
             code = "handshake-failed" if state.status == "requested" else "delivery-failed"
@@ -165,42 +165,38 @@ class SubscriptionFeature:
 
     # -- $events -------------------------------------------------------------------------------
 
-    async def events(self, subscription_id: str, *, since: str | None, until: str | None,
-                     content: str | None, guard: GuardedFhirService | None = None) -> bytes:
+    async def events(self, access: Access, subscription_id: str, *, since: str | None,
+                     until: str | None, content: str | None) -> bytes:
         """``$events``: the kept events in a number range, as one notification Bundle.
 
-        Screened like a delivery, for the Subscription's writer *and* the caller
-        (``guard``): events either may not see now are withheld (number only),
-        full resources need read scope. What is shown is logged (``notify``
-        entries, committed before this returns).
+        The Subscription is read through ``access`` first (404 unless the caller may see
+        it). Screened like a delivery, for the Subscription's writer *and* the caller:
+        events either may not see now are withheld (number only), full resources need
+        read scope. What is shown is logged (``notify`` entries, committed before this
+        returns).
         """
-        await self._live_resource(subscription_id)
+        await access.read("Subscription", subscription_id)
         low = _event_number(since, "eventsSinceNumber") or 1
         high = _event_number(until, "eventsUntilNumber")
         if content is not None and content not in CONTENTS:
             raise BadRequest(f"content must be one of {', '.join(CONTENTS)}.", ["content"])
-        async with self.repo.engine.connect() as conn:
-            found = await store.states(conn, [subscription_id])
+        async with self.gate.engine.connect() as conn:
+            found = await outbox.states(conn, [subscription_id])
             if not found:
                 raise NotFound(f"Subscription/{subscription_id} has no events.")
             state = found[0]
             shape: Content = content or state.config.content
-            rows = await store.events_between(conn, subscription_id, low, high,
+            rows = await outbox.events_between(conn, subscription_id, low, high,
                                               MAX_EVENTS_PER_QUERY)
-            control = guard.control if guard is not None else self.matcher.control
-            recipients = [principal_of(state.subscriber)]
-            if guard is not None:
-                recipients.append(guard.principal)
-            screened = (await delivery.screen_events(conn, control, recipients, rows, shape)
-                        if control is not None
-                        else delivery.Screened(frozenset(), {}, {}))
-        if control is not None and guard is not None:
-            query = (f"Subscription/{subscription_id}/$events?eventsSinceNumber={low}"
-                     + (f"&eventsUntilNumber={high}" if high is not None else "")
-                     + f"&content={shape}")
-            await control.log(delivery.notification_records(
-                guard.principal, subscription_id, rows, screened, description=query,
-                client_ip=guard.client_ip))
+            recipients = [principal_of(state.subscriber), access.principal]
+            screened = await screening.screen_events(self.gate, conn, recipients, rows, shape)
+        query = (f"Subscription/{subscription_id}/$events?eventsSinceNumber={low}"
+                 + (f"&eventsUntilNumber={high}" if high is not None else "")
+                 + f"&content={shape}")
+        if access.principal is not None:
+            await self.gate.log(screening.notification_records(
+                access.principal, subscription_id, rows, screened, description=query,
+                client_ip=access.client_ip))
         parameters = notifications.status_parameters(
             base_url=self.settings.base_url, subscription_id=state.id, topic=state.topic,
             status=state.status, kind="query-event", events_count=state.events_count,
@@ -237,22 +233,13 @@ def _advertise(topics: TopicRegistry) -> Any:
     return advertise_subscriptions
 
 
-async def stop(services: Services) -> None:
-    """Stop the in-process worker, if any (before the engine and HTTP client close)."""
-    feature = services.extras.get(EXTRAS_KEY)
-    if isinstance(feature, SubscriptionFeature):
-        await feature.stop()
-
-
-def install(settings: Settings, repo: Repository) -> SubscriptionFeature:
-    """Switch subscriptions on for ``repo`` (idempotent: apps are built many times in tests)."""
+def install(settings: Settings, gate: Gate) -> SubscriptionFeature:
+    """Switch subscriptions on for ``gate`` (idempotent: apps are built many times in tests)."""
     register_types()
-    feature = SubscriptionFeature(settings, repo, TopicRegistry.load(topics_dir(settings)))
+    feature = SubscriptionFeature(settings, gate, TopicRegistry.load(topics_dir(settings)))
     WRITE_CHECKS[:] = [c for c in WRITE_CHECKS if not isinstance(c, SubscriptionCheck)]
     WRITE_CHECKS.append(feature.check)
-    repo.before_commit[:] = [h for h in repo.before_commit if not isinstance(h, Matcher)]
-    feature.matcher.control = AccessControl(repo, hook=False)
-    repo.before_commit.append(feature.matcher)
+    gate.add_commit_hook(feature.matcher)
     contributor = _advertise(feature.topics)
     CONTRIBUTORS[:] = [c for c in CONTRIBUTORS
                        if getattr(c, "__name__", "") != contributor.__name__]

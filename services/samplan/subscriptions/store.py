@@ -28,13 +28,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from samplan.store.repository import driver_of
 from samplan.store.tables import (
-    idx_reference,
-    resource_versions,
     subscription_attempts,
     subscription_events,
     subscriptions,
@@ -173,20 +171,6 @@ async def wake_workers(conn: AsyncConnection) -> None:
     """PostgreSQL: tell listening workers at commit (NOTIFY is transactional)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-
-
-async def referring(
-    conn: AsyncConnection, resource_type: str, param: str, target_type: str, target_id: str
-) -> list[str]:
-    """Ids of current ``resource_type`` resources whose ``param`` points at the target."""
-    r = idx_reference.c
-    rows = await conn.execute(
-        select(r.resource_id).where(
-            r.target_id == target_id, r.target_type == target_type, r.param == param,
-            r.resource_type == resource_type,
-        ).distinct()
-    )
-    return sorted(row.resource_id for row in rows)
 
 
 async def sync_state(
@@ -382,48 +366,6 @@ async def purge(conn: AsyncConnection, before: int) -> int:
     result = await conn.execute(delete(subscription_events).where(e.occurred_at < before))
     await conn.execute(delete(subscription_attempts).where(subscription_attempts.c.at < before))
     return int(result.rowcount or 0)
-
-
-async def focus_contents(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str, int]]
-) -> dict[tuple[str, str, int], bytes | None]:
-    """The stored bytes of exact resource versions (None for a deletion)."""
-    v = resource_versions.c
-    wanted = list(dict.fromkeys(keys))
-    found: dict[tuple[str, str, int], bytes | None] = {}
-    for start in range(0, len(wanted), 200):
-        chunk = wanted[start:start + 200]
-        rows = await conn.execute(
-            select(v.resource_type, v.resource_id, v.version_id, v.content, v.deleted).where(
-                or_(*(and_(v.resource_type == t, v.resource_id == i, v.version_id == n)
-                      for t, i, n in chunk))
-            )
-        )
-        for row in rows:
-            found[(row.resource_type, row.resource_id, row.version_id)] = (
-                None if row.deleted else row.content
-            )
-    return found
-
-
-async def focus_bodies(
-    conn: AsyncConnection, keys: Iterable[tuple[str, str, int]]
-) -> dict[tuple[str, str, int], bytes | None]:
-    """The bytes that decide who may see each focus version: that version, or for a
-    deletion the last version before it (None when nothing is kept)."""
-    wanted = list(dict.fromkeys(keys))
-    found = await focus_contents(conn, wanted)
-    v = resource_versions.c
-    for key in wanted:
-        if found.get(key) is not None:
-            continue
-        rtype, rid, number = key
-        found[key] = (await conn.execute(
-            select(v.content).where(v.resource_type == rtype, v.resource_id == rid,
-                                    v.version_id < number, v.deleted == false())
-            .order_by(v.version_id.desc()).limit(1)
-        )).scalar()
-    return found
 
 
 # -- the operations ($status, $events) ----------------------------------------------------------

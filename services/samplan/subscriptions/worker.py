@@ -6,7 +6,7 @@ PostgreSQL, one on SQLite) or inside ``samplan serve --with-worker``.
 The loop: wake up (a PostgreSQL ``NOTIFY`` sent at commit by the matching hook,
 an in-process signal, or the poll interval), look whether any subscription is
 due (a plain read), claim up to ``concurrency`` of them with a lease
-(:func:`store.claim`, ``FOR UPDATE SKIP LOCKED``), and deliver each one's
+(:func:`samplan.subscriptions.store.claim`, ``FOR UPDATE SKIP LOCKED``), and deliver each one's
 work as its own task:
 
 * ``requested``: send the handshake; a 2xx makes the Subscription ``active``.
@@ -47,12 +47,12 @@ import httpx
 import orjson
 
 from samplan.fhir.dates import now_us
-from samplan.security.guard import AccessControl
+from samplan.security import notifications as screening
+from samplan.security.gate import Gate, ServiceTx, open_gate
 from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
-from samplan.store import audit as audit_store
-from samplan.store.repository import Repository, WriteTx
-from samplan.subscriptions import delivery, notifications, store
+from samplan.subscriptions import delivery, notifications
+from samplan.subscriptions import store as outbox
 from samplan.subscriptions.signing import SecretBox
 from samplan.subscriptions.store import EventRow, SubscriptionState
 
@@ -62,7 +62,7 @@ _US = 1_000_000
 PURGE_EVERY_US = 3600 * _US
 
 
-async def set_status(tx: WriteTx, subscription_id: str, status: str, *, error: str | None,
+async def set_status(tx: ServiceTx, subscription_id: str, status: str, *, error: str | None,
                      expected_version: int) -> bool:
     """Write a new version of the Subscription with ``status`` (if nobody changed it since)."""
     current = await tx.current("Subscription", subscription_id)
@@ -75,7 +75,7 @@ async def set_status(tx: WriteTx, subscription_id: str, status: str, *, error: s
         body["error"] = error[:1000]
     else:
         body.pop("error", None)
-    await tx.write(body, resource_id=subscription_id, current=current, method="PUT")
+    await tx.write(body, current)
     return True
 
 
@@ -84,17 +84,15 @@ class Worker:
 
     def __init__(
         self,
-        repo: Repository,
+        gate: Gate,
         http: httpx.AsyncClient,
         settings: Settings,
         box: SecretBox,
         *,
         name: str | None = None,
         rng: random.Random | None = None,
-        control: AccessControl | None = None,
     ) -> None:
-        self.repo = repo
-        self.control = control or AccessControl(repo, hook=False)
+        self.gate = gate
         self.http = http
         self.settings = settings
         self.box = box
@@ -167,12 +165,12 @@ class Worker:
             return
         hinted, self._hinted = self._hinted, False
         if not hinted:
-            async with self.repo.engine.connect() as conn:
-                if not await store.anything_due(conn, now):
+            async with self.gate.engine.connect() as conn:
+                if not await outbox.anything_due(conn, now):
                     return
-        async with self.repo.transaction() as tx:
+        async with self.gate.service_tx() as tx:
             now = now_us()
-            claimed = await store.claim(
+            claimed = await outbox.claim(
                 tx.conn, owner=self.owner, now=now, limit=free,
                 lease_until=self._lease_until(now, self.settings.subscriptions_timeout),
             )
@@ -189,8 +187,8 @@ class Worker:
     async def purge(self, now: int) -> None:
         self._last_purge = now
         before = now - int(self.settings.subscriptions_retention_days * 86400 * _US)
-        async with self.repo.transaction() as tx:
-            dropped = await store.purge(tx.conn, before)
+        async with self.gate.service_tx() as tx:
+            dropped = await outbox.purge(tx.conn, before)
         if dropped:
             log.info("dropped %d subscription events past the retention", dropped)
 
@@ -201,8 +199,8 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
-            async with self.repo.transaction() as tx:
-                await store.release_all(tx.conn, self.owner)
+            async with self.gate.service_tx() as tx:
+                await outbox.release_all(tx.conn, self.owner)
 
     def _notified(self, *_: object) -> None:
         log.debug("notified")
@@ -210,14 +208,14 @@ class Worker:
 
     async def _listen(self) -> Any:
         """PostgreSQL: a connection LISTENing for the matching hook's NOTIFY."""
-        if self.repo.is_sqlite:
+        if self.gate.is_sqlite:
             return None
         import asyncpg
 
-        url = self.repo.engine.url.set(drivername="postgresql")
+        url = self.gate.engine.url.set(drivername="postgresql")
         try:
             conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-            await conn.add_listener(store.NOTIFY_CHANNEL, self._notified)
+            await conn.add_listener(outbox.NOTIFY_CHANNEL, self._notified)
         except Exception:
             log.exception("cannot LISTEN for new events; polling only")
             return None
@@ -237,26 +235,26 @@ class Worker:
             error = f"server error while delivering: {type(exc).__name__}: {exc}"
         finally:
             with contextlib.suppress(Exception):
-                async with self.repo.transaction() as tx:
-                    await store.release(tx.conn, subscription_id, self.owner,
+                async with self.gate.service_tx() as tx:
+                    await outbox.release(tx.conn, subscription_id, self.owner,
                                         not_before=not_before, error=error)
 
     async def _step(self, subscription_id: str) -> bool:
         """Do the next piece of work; True when there may be more right away."""
         now = now_us()
         events: list[EventRow] = []
-        screened = delivery.Screened(frozenset(), {}, {})
-        async with self.repo.engine.connect() as conn:
-            state = await store.load_state(conn, subscription_id)
+        screened = screening.Screened(frozenset(), {}, {})
+        async with self.gate.engine.connect() as conn:
+            state = await outbox.load_state(conn, subscription_id)
             if state is None or state.lease_owner != self.owner:
                 return False
             if state.status == "active":
-                pending = await store.pending_events(conn, subscription_id,
+                pending = await outbox.pending_events(conn, subscription_id,
                                                      state.config.max_count)
                 events = [ev for ev in pending if ev.next_attempt_at <= now]
                 if events:
-                    screened = await delivery.screen_events(
-                        conn, self.control, [principal_of(state.subscriber)], events,
+                    screened = await screening.screen_events(
+                        self.gate, conn, [principal_of(state.subscriber)], events,
                         state.config.content)
         if state.status == "requested":
             if state.due_at is not None and state.due_at > now:
@@ -276,8 +274,8 @@ class Worker:
         timeout = self._timeout(state)
         if state.lease_until is not None and state.lease_until - now > timeout * _US:
             return True
-        async with self.repo.transaction() as tx:
-            return await store.renew(tx.conn, state.id, self.owner,
+        async with self.gate.service_tx() as tx:
+            return await outbox.renew(tx.conn, state.id, self.owner,
                                      self._lease_until(now, timeout))
 
     async def _send(self, state: SubscriptionState, body: bytes) -> delivery.DeliveryResult:
@@ -290,7 +288,7 @@ class Worker:
 
     def _body(self, state: SubscriptionState, kind: notifications.NotificationType,
               status: str, events: list[EventRow] | None = None,
-              screened: delivery.Screened | None = None) -> bytes:
+              screened: screening.Screened | None = None) -> bytes:
         withheld = screened.withheld if screened is not None else frozenset()
         parameters = notifications.status_parameters(
             base_url=self.base_url, subscription_id=state.id, topic=state.topic, status=status,
@@ -302,9 +300,9 @@ class Worker:
                                     contents=screened.contents if screened else None,
                                     withheld=withheld)
 
-    async def _attempt(self, tx: WriteTx, state: SubscriptionState, kind: str,
+    async def _attempt(self, tx: ServiceTx, state: SubscriptionState, kind: str,
                        result: delivery.DeliveryResult, events: Sequence[EventRow] = ()) -> None:
-        await store.record_attempt(
+        await outbox.record_attempt(
             tx.conn, subscription_id=state.id, kind=kind,
             first_event=events[0].event_number if events else None,
             last_event=events[-1].event_number if events else None,
@@ -318,11 +316,11 @@ class Worker:
         result = await self._send(state, self._body(state, "handshake", "requested"))
         now = now_us()
         lease = self._lease_until(now, self._timeout(state))
-        async with self.repo.transaction() as tx:
+        async with self.gate.service_tx() as tx:
             if result.ok:
                 activated = await set_status(tx, state.id, "active", error=None,
                                              expected_version=state.version_id)
-                still_mine = await store.renew(tx.conn, state.id, self.owner, lease,
+                still_mine = await outbox.renew(tx.conn, state.id, self.owner, lease,
                                                last_sent_at=now, last_error=None)
             else:
                 attempts = state.handshake_attempts + 1
@@ -331,7 +329,7 @@ class Worker:
                 if attempts >= self.settings.subscriptions_max_attempts:
                     await set_status(tx, state.id, "error", error=error,
                                      expected_version=state.version_id)
-                still_mine = await store.renew(
+                still_mine = await outbox.renew(
                     tx.conn, state.id, self.owner, lease, handshake_attempts=attempts,
                     due_at=self._retry_at(now, attempts), last_error=error,
                 )
@@ -344,7 +342,7 @@ class Worker:
         return result.ok and still_mine
 
     async def _notify(self, state: SubscriptionState, events: list[EventRow],
-                      screened: delivery.Screened) -> bool:
+                      screened: screening.Screened) -> bool:
         if not await self._ensure_lease(state):
             return False
         body = self._body(state, "event-notification", "active", events, screened)
@@ -352,18 +350,17 @@ class Worker:
         now = now_us()
         numbers = [ev.event_number for ev in events]
         lease = self._lease_until(now, self._timeout(state))
-        async with self.repo.transaction() as tx:
+        async with self.gate.service_tx() as tx:
             if result.ok:
-                still_mine = await store.renew(tx.conn, state.id, self.owner, lease,
+                still_mine = await outbox.renew(tx.conn, state.id, self.owner, lease,
                                                last_sent_at=now, last_error=None)
-                await store.mark_delivered(tx.conn, state.id, numbers, now)
+                await outbox.mark_delivered(tx.conn, state.id, numbers, now)
                 span = (f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"{numbers[0]}")
-                records = delivery.notification_records(
+                await tx.log(screening.notification_records(
                     principal_of(state.subscriber), state.id, events, screened,
                     description=f"notification (event {span}, {state.config.content}) "
                                 f"to {state.config.endpoint}",
-                )
-                await audit_store.append(tx.conn, [r.to_row() for r in records])
+                ))
             else:
                 attempts = max(ev.attempts for ev in events) + 1
                 dead = attempts >= self.settings.subscriptions_max_attempts
@@ -373,9 +370,9 @@ class Worker:
                     dead = await set_status(tx, state.id, "error",
                                             error=f"{error}; dead-lettered, see $status",
                                             expected_version=state.version_id)
-                still_mine = await store.renew(tx.conn, state.id, self.owner, lease,
+                still_mine = await outbox.renew(tx.conn, state.id, self.owner, lease,
                                                last_error=error)
-                await store.mark_failed(tx.conn, state.id, numbers, error=error,
+                await outbox.mark_failed(tx.conn, state.id, numbers, error=error,
                                         next_attempt_at=self._retry_at(now, attempts), dead=dead)
             await self._attempt(tx, state, "event-notification", result, events)
         if not result.ok:
@@ -387,8 +384,8 @@ class Worker:
             return
         result = await self._send(state, self._body(state, "heartbeat", "active"))
         now = now_us()
-        async with self.repo.transaction() as tx:
-            await store.renew(tx.conn, state.id, self.owner,
+        async with self.gate.service_tx() as tx:
+            await outbox.renew(tx.conn, state.id, self.owner,
                               self._lease_until(now, self._timeout(state)), last_sent_at=now)
             await self._attempt(tx, state, "heartbeat", result)
 
@@ -405,18 +402,14 @@ def http_client() -> httpx.AsyncClient:
 
 async def run_worker(settings: Settings,
                      ready: Callable[[Worker], Awaitable[None]] | None = None) -> None:
-    """The ``samplan worker`` process: its own engine, repository and HTTP client."""
-    from zoneinfo import ZoneInfo
-
-    from samplan.store.database import create_engine
+    """The ``samplan worker`` process: its own gate (engine, store) and HTTP client."""
     from samplan.subscriptions.service import install
 
-    engine = create_engine(settings.database_url, pool_size=max(
+    gate = await open_gate(settings, pool_size=max(
         4, min(settings.database_pool_size, settings.subscriptions_worker_concurrency + 2)))
-    repo = Repository(engine, tz=ZoneInfo(settings.timezone), base_url=settings.base_url)
-    feature = install(settings, repo)
+    feature = install(settings, gate)
     http = http_client()
-    worker = Worker(repo, http, settings, feature.box)
+    worker = Worker(gate, http, settings, feature.box)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -427,4 +420,4 @@ async def run_worker(settings: Settings,
         await worker.run()
     finally:
         await http.aclose()
-        await engine.dispose()
+        await gate.close()

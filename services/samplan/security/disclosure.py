@@ -1,23 +1,21 @@
-"""Who may see what of a gathered agreement, and its access-log entries (no SQL, no HTTP).
+"""Who may see what of a gathered agreement, and its access-log entries: the gate's part.
 
 :mod:`samplan.agreement.patient_gather` reads a patient's agreement in one
-statement instead of a read and eight searches through the ``reader``. What the
-reader would have let through must still be all that comes out, and logged; this
-module decides it with the same rules the security layer's
-:class:`~samplan.security.guard.GuardedFhirService` applies to each search
-(``security/policy.py``: scopes, reach, ``NOPATIENT`` for patients and relatives):
+statement (:meth:`samplan.security.gate.Access.gather_agreement`) instead of a
+read and eight searches. What those searches would have let through must still
+be all that comes out, and logged; this module decides it with the rules every
+search of the gate applies (``security/policy.py``: scopes, reach, ``NOPATIENT``
+for patients and relatives):
 
 * a search's matches are kept when :func:`~samplan.security.policy.visible`;
 * what it ``_include``-s also needs a read or search scope on its type;
-* reach is the guard's own (:meth:`GuardedFhirService.reach`), asked once for
-  every patient the gathered resources concern (what each search asks for its page).
+* reach is the gate's own, asked once for every patient the gathered resources
+  concern (what each search asks for its page).
 
-:meth:`Access.of` answers ``None`` whenever the reader is anything else than the
-plain :class:`~samplan.interactions.service.FhirService` or exactly the guarded one,
-or when the searches would not all be allowed (a missing scope is a 403 at the
-search that needs it, a ``patient/`` scope of a clinician narrows reach): the
-caller then reads through the reader's own searches, which answer and log those
-cases as they always have.
+:meth:`Disclosure.of` answers ``None`` when the searches would not all be
+allowed (a missing scope is a 403 at the search that needs it, a ``patient/``
+scope of a clinician narrows reach): the caller then reads through the gate's
+own searches, which answer and log those cases.
 
 The access log gets one entry (``search``, query ``Patient/{id}/$agreement``) naming
 the Patient and every resource the agreement disclosed, directory data included
@@ -29,16 +27,17 @@ same patients, the same resources, one commit.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from samplan.fhir.stored import StoredResource
-from samplan.interactions.service import FhirService
 from samplan.security import policy
 from samplan.security.audit import Agent, AuditRecord
-from samplan.security.guard import GuardedFhirService
 from samplan.security.policy import Operation, Reach
 
-__all__ = ["SEARCHED", "Access"]
+if TYPE_CHECKING:
+    from samplan.security.gate import Access
+
+__all__ = ["SEARCHED", "Disclosure"]
 
 SEARCHED: Final[tuple[str, ...]] = (
     "CarePlan", "PractitionerRole", "Practitioner", "Organization", "Goal", "Appointment",
@@ -49,10 +48,11 @@ SEARCHED: Final[tuple[str, ...]] = (
 Resource = dict[str, Any]
 
 
-class Access:
+class Disclosure:
     """The reader's view of gathered resources: what it may see, and the log of what it saw."""
 
-    def __init__(self, guarded: GuardedFhirService | None = None) -> None:
+    def __init__(self, guarded: Access | None = None) -> None:
+        """``guarded``: the caller's access (None: the service itself, which sees all)."""
         self.guarded = guarded
         self.reach: Reach | None = None
         self.disclosed: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -61,13 +61,11 @@ class Access:
         self._includable: dict[str, bool] = {}
 
     @classmethod
-    def of(cls, reader: FhirService) -> Access | None:
+    def of(cls, reader: Access) -> Disclosure | None:
         """How ``reader`` sees what is gathered; None: use its own searches (see the module)."""
-        if type(reader) is FhirService:
-            return cls()
-        if type(reader) is not GuardedFhirService:
-            return None
         principal = reader.principal
+        if principal is None:
+            return cls()
         wanted: list[tuple[str, Operation]] = [("Patient", "read")]
         wanted += [(rtype, "search") for rtype in SEARCHED]
         for rtype, operation in wanted:
@@ -97,13 +95,13 @@ class Access:
         guarded = self.guarded
         if guarded is None:
             return
-        if guarded.principal.kind == "anonymous-dev":
-            self.reach = await guarded.reach()  # everything: nothing to ask among
+        if guarded.principal is None or guarded.principal.kind == "anonymous-dev":
+            self.reach = Reach(everything=True)  # nothing to ask among
             return
         concerned = {patient_id}
         for rtype, body in resources:
             concerned |= self.patient_ids(rtype, body) or frozenset()
-        self.reach = await guarded.reach(among=concerned)
+        self.reach = await guarded.reach(concerned)
 
     def may_include_type(self, resource_type: str) -> bool:
         """Whether the scopes let an ``_include`` bring this type along (read or search)."""
@@ -113,6 +111,7 @@ class Access:
         found = self._includable.get(resource_type)
         if found is None:
             principal = guarded.principal
+            assert principal is not None
             found = self._includable[resource_type] = (
                 policy.scope_grant(principal, resource_type, "read").granted
                 or policy.scope_grant(principal, resource_type, "search").granted)
@@ -125,7 +124,7 @@ class Access:
             return True
         if reach is None:
             raise RuntimeError("settle() first: reach is not known yet")
-        if reach.everything:
+        if reach.everything or guarded.principal is None:
             return True
         return policy.visible(guarded.principal, reach, resource_type, body)
 
@@ -179,4 +178,4 @@ class Access:
                         patient_id=p, entities=found, query=query)
             for p, found in by_patient.items() if p is not None
         ]
-        await guarded.control.log(records)
+        await guarded.gate.log(records)
