@@ -63,9 +63,10 @@ bench: install ## Benchmark against a same-run ceiling (SQLite and PostgreSQL); 
 bench-quick: install ## A quick benchmark run (1,000 patients, 3 s per scenario)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the layer contracts (import-linter: the gate)
 	$(BIN)/ruff check services tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 typecheck: install ## mypy strict on services/
 	$(BIN)/mypy

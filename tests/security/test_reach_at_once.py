@@ -1,11 +1,13 @@
-"""A staff read in one statement gives exactly what the five separate queries give.
+"""Reach is defined once (``store/access.py``), and every form of it agrees.
 
-``AccessQueries.read_with_staff_reach`` and ``staff_reach_among`` (one round
-trip, issue 7) must agree with ``care_team_basis`` + ``patients_of_care_teams``
-(the queries searches and writes use) over care teams naming an organisation,
-a PractitionerRole of it, a Practitioner, a managing organisation, an ended
-team and a block; and a read must answer the same with the one-statement path
-switched off (no driver connection).
+The one SQL definition of care-team reach is rendered into a statement that
+answers "which of these patients" (``reach_facts``: on the driver, on a plain
+connection, inside a write transaction), one that reads a resource with its
+reach (``read_with_reach``, a staff read in one round trip) and a predicate
+that restricts a search. Over care teams naming an organisation, a
+PractitionerRole of it, a Practitioner, a managing organisation, an ended team
+and a block, all of them must say the same for every kind of caller, and a read
+through the gate must answer what the policy says.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 
 import orjson
 import pytest
-from samplan.security.guard import AccessControl, GuardedFhirService, _basis_hsa_ids
 
 from samplan.api.deps import Services
 from samplan.fhir.errors import NotFound
 from samplan.security import policy
+from samplan.security.gate import Access
 from samplan.security.principal import Principal
+from samplan.security.reach import hsa_ids
 from samplan.store.access import AccessQueries
 from security.test_reach_subquery import PRINCIPALS, _create, patients  # noqa: F401
 
@@ -28,14 +31,9 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal.from_claims({"sub": "tester", **claims})
 
 
-def _control(services: Services) -> AccessControl:
-    control: AccessControl = services.extras["access_control"]
-    return control
-
-
-async def _outcome(guard: GuardedFhirService, rtype: str, rid: str) -> str:
+async def _outcome(access: Access, rtype: str, rid: str) -> str:
     try:
-        stored = await guard.read(rtype, rid)
+        stored = await access.read(rtype, rid)
     except NotFound:
         return "404"
     return f"200 v{stored.version_id}"
@@ -50,67 +48,68 @@ async def _resources(services: Services, ids: dict[str, str]) -> list[tuple[str,
 
 
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
-async def test_one_statement_and_separate_queries_agree(
+async def test_every_form_of_reach_agrees(
     secure_services: Services, patients: dict[str, str], who: str  # noqa: F811
 ) -> None:
+    gate = secure_services.gate
     principal = _principal(PRINCIPALS[who])
-    control = _control(secure_services)
-    separate = AccessQueries(secure_services.gate.service.repo.engine)  # no driver: the five queries
-    basis = await control.care_team_basis(principal, separate)
+    orgs, staff = hsa_ids(principal)
+    on_driver = await gate.queries.reach_facts(orgs, staff, patients.values())
+    async with gate.engine.connect() as conn:
+        on_conn = await AccessQueries(gate.engine, conn).reach_facts(orgs, staff,
+                                                                     patients.values())
+    assert on_driver == on_conn
+    # the search predicate reaches the same patients (before blocks, which are the policy's)
+    access = gate.access(principal)
+    _, page = await access.search("Patient", [("_count", "100")])
+    reach = gate.resolver.from_facts(on_driver)
+    assert {m.resource_id for m in page.matches} == set(reach.patients)
     for pid in patients.values():
-        reached = await separate.patients_of_care_teams(
-            organisations=basis.organisations, roles=basis.roles,
-            practitioners=basis.practitioners, among=[pid])
-        at_once = await control.queries.staff_reach_among(*_basis_hsa_ids(principal), [pid])
-        assert at_once is not None
-        assert (at_once.organisations, at_once.roles, at_once.practitioners) == (
-            basis.organisations, basis.roles, basis.practitioners)
-        assert at_once.patients == reached, (who, pid)
-    naming = sorted(c["id"] for c in await separate.consents_naming([
-        ("Organization", basis.organisations), ("PractitionerRole", basis.roles),
-        ("Practitioner", basis.practitioners)]))
+        one = await gate.queries.reach_facts(orgs, staff, [pid])
+        assert one.patients == on_driver.patients & {pid}, (who, pid)
+        assert (one.organisations, one.roles, one.practitioners) == (
+            on_driver.organisations, on_driver.roles, on_driver.practitioners)
+    naming = sorted(c["id"] for c in on_driver.consents)
     if who in ("unit-staff", "unit-and-nurse"):
         assert len(naming) == 1  # the block of the unit
     for rtype, rid in await _resources(secure_services, patients):
-        found = await control.queries.read_with_staff_reach(
-            rtype, rid, *_basis_hsa_ids(principal))
-        assert found is not None
-        stored, facts = found
-        assert stored == await secure_services.gate.service.repo.read(rtype, rid)
+        stored, facts = await gate.queries.read_with_reach(rtype, rid, orgs, staff)
+        assert stored == await gate.service.repo.read(rtype, rid)
         assert stored is not None
         assert stored.content is not None
         ids = policy.patient_ids(rtype, orjson.loads(stored.content))
         assert facts.indexed_patients == (ids or frozenset()), (rtype, rid)
+        assert facts.patients == on_driver.patients & facts.indexed_patients, (rtype, rid)
         assert sorted(c["id"] for c in facts.consents) == naming, (rtype, rid)
 
 
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
-async def test_reads_answer_the_same_either_way(
+async def test_reads_answer_what_the_policy_says(
     secure_services: Services, patients: dict[str, str], who: str,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    control = _control(secure_services)
+    gate = secure_services.gate
     principal = _principal(PRINCIPALS[who])
-    resources = await _resources(secure_services, patients)
-    at_once = [await _outcome(GuardedFhirService(secure_services.gate.as_service(), control, principal),
-                              rtype, rid) for rtype, rid in resources]
-    monkeypatch.setattr(control.queries, "driver", None)
-    separate = [await _outcome(GuardedFhirService(secure_services.gate.as_service(), control, principal),
-                               rtype, rid) for rtype, rid in resources]
-    assert at_once == separate
+    for rtype, rid in await _resources(secure_services, patients):
+        stored = await gate.service.repo.read(rtype, rid)
+        assert stored is not None and stored.content is not None
+        body = orjson.loads(stored.content)
+        reach = await gate.resolver.among(
+            principal, policy.patient_ids(rtype, body) or ())
+        expected = f"200 v{stored.version_id}" if policy.visible(
+            principal, reach, rtype, body) else "404"
+        assert await _outcome(gate.access(principal), rtype, rid) == expected, (rtype, rid)
     if who == "unit-and-nurse":
-        assert at_once[list(patients.values()).index(patients["by_org"])].startswith("200")
-        assert at_once[list(patients.values()).index(patients["blocked"])] == "404"
-        assert at_once[list(patients.values()).index(patients["ended"])] == "404"
+        access = gate.access(principal)
+        assert (await _outcome(access, "Patient", patients["by_org"])).startswith("200")
+        assert await _outcome(access, "Patient", patients["blocked"]) == "404"
+        assert await _outcome(access, "Patient", patients["ended"]) == "404"
 
 
 async def test_a_missing_resource_is_not_found_in_one_statement(
     secure_services: Services,
 ) -> None:
+    gate = secure_services.gate
     principal = _principal(PRINCIPALS["unit-staff"])
-    found = await _control(secure_services).queries.read_with_staff_reach(
-        "CarePlan", "no-such-plan", *_basis_hsa_ids(principal))
-    assert found is not None
-    assert found[0] is None
-    guard = GuardedFhirService(secure_services.gate.as_service(), _control(secure_services), principal)
-    assert await _outcome(guard, "CarePlan", "no-such-plan") == "404"
+    stored, _ = await gate.queries.read_with_reach("CarePlan", "no-such-plan", *hsa_ids(principal))
+    assert stored is None
+    assert await _outcome(gate.access(principal), "CarePlan", "no-such-plan") == "404"

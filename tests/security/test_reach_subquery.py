@@ -1,22 +1,24 @@
-"""Reach in searches: the care-team subquery gives exactly what the list of patient ids gives.
+"""Reach in searches: the care-team predicate gives exactly what the list of patient ids gives.
 
-Staff and systems are restricted by a SQL subquery (``fhir.search.CareTeamValue``,
-compiled in ``store/repository.py``); with ``reach_as_subquery = False`` the
-guard sends the list of patient ids instead (as it always does for patients
-and relatives). Every search here runs both ways and must agree on ids and
-totals, over care teams naming an organisation, a PractitionerRole of it, a
-Practitioner, a managing organisation, an ended team and a block.
+Staff and systems are restricted by reach as a correlated SQL predicate
+(``fhir.search.CareTeamValue``, rendered by ``store/access.py`` from the one
+definition of reach); the same searches restricted instead by the list of the
+patients that definition reaches (asked with ``reach_facts``, as patients and
+relatives always are) must agree on ids and totals, over care teams naming an
+organisation, a PractitionerRole of it, a Practitioner, a managing
+organisation, an ended team and a block.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from samplan.security.guard import GuardedFhirService
 
 from samplan.api.deps import Services
 from samplan.fhir.search import CareTeamValue, Filter
+from samplan.security.gate import Access
 from samplan.security.principal import Principal
 from security.test_http_matrix import HSA_SYSTEM, NOPATIENT, _goal, _org, _plan, block
 
@@ -27,7 +29,8 @@ NURSE = "SE2321000073-1001"
 
 
 async def _create(services: Services, resource: dict[str, Any]) -> str:
-    return (await services.gate.as_service().create(resource["resourceType"], resource)).stored.resource_id
+    created = await services.gate.as_service().create(resource["resourceType"], resource)
+    return created.stored.resource_id
 
 
 def _team(patient: str, *members: str, status: str = "active",
@@ -92,11 +95,26 @@ SEARCHES = [
 
 
 async def _run(services: Services, claims: dict[str, Any], subquery: bool,
-               rtype: str, params: list[tuple[str, str]]) -> tuple[Any, ...]:
+               rtype: str, params: list[tuple[str, str]],
+               monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[Any, ...]:
     principal = Principal.from_claims({"sub": "tester", **claims})
-    guard = GuardedFhirService(services.gate.as_service(), services.extras["access_control"], principal)
-    guard.reach_as_subquery = subquery
+    guard = services.gate.access(principal)
+    if not subquery:
+        assert monkeypatch is not None
+        every = [m.resource_id for m in (await services.gate.as_service().search(
+            "Patient", [("_count", "1000")]))[1].matches]
+        original = Access._search_reach
+
+        async def by_ids(self: Access, grant: Any) -> Any:
+            if self.principal is None or self.principal.kind not in ("staff", "system"):
+                return await original(self, grant)
+            reach = await self.gate.resolver.among(self.principal, every, grant=grant)
+            return replace(reach, by_care_team=False)
+
+        monkeypatch.setattr(Access, "_search_reach", by_ids)
     query, page = await guard.search(rtype, list(params))
+    if monkeypatch is not None:
+        monkeypatch.undo()
     used = [f for f in query.filters if f.values and isinstance(f.values[0], CareTeamValue)]
     return (sorted(m.resource_id for m in page.matches),
             sorted(i.resource_id for i in page.includes), page.total, bool(used))
@@ -105,11 +123,12 @@ async def _run(services: Services, claims: dict[str, Any], subquery: bool,
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
 @pytest.mark.usefixtures("patients")
 async def test_subquery_and_id_list_agree(
-    secure_services: Services, who: str
+    secure_services: Services, who: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for rtype, params in SEARCHES:
         by_subquery = await _run(secure_services, PRINCIPALS[who], True, rtype, params)
-        by_ids = await _run(secure_services, PRINCIPALS[who], False, rtype, params)
+        by_ids = await _run(secure_services, PRINCIPALS[who], False, rtype, params,
+                            monkeypatch)
         assert by_subquery[:3] == by_ids[:3], (who, rtype, params)
         assert by_subquery[3]
         assert not by_ids[3]

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from samplan.security.guard import AccessControl
 from sqlalchemy import select
 
 from samplan.api.deps import Services
-from samplan.security.subscriber import SubscriberAccess, principal_of, screen
+from samplan.security.notifications import screen
+from samplan.security.subscriber import SubscriberAccess, principal_of
 from samplan.store.tables import audit_events, subscriptions
 from samplan.subscriptions.bench import subscription_body
 from samplan.subscriptions.receiver import Receiver
@@ -221,9 +221,16 @@ class TestAtDeliveryAndEvents:
     ) -> None:
         sid = await subscribe_as(secure_client, staff_in(mint), receiver.url)
         await change(secure_services, world, "ändrad")
-        other = await events_bundle(secure_client, staff_out(mint), sid)
+        # a colleague at the same unit whose scopes name no CarePlan: the event is withheld
+        colleague = mint("user/Subscription.rs", user="SE2321000073-1002", care_unit=UNIT_IN)
+        other = await events_bundle(secure_client, colleague, sid)
         assert notification_events(other) == [("1", None)]
         assert len(other["entry"]) == 1
+        # another unit: the Subscription is not theirs, so it does not exist for them
+        response = await secure_client.get(
+            f"/fhir/Subscription/{sid}/$events",
+            headers={"Authorization": f"Bearer {staff_out(mint)}"})
+        assert response.status_code == 404
 
     async def test_full_resources_only_with_read_scope(
         self, secure_client: httpx.AsyncClient, secure_services: Services, world: World,
@@ -286,7 +293,7 @@ class TestWorkerDelivery:
     ) -> None:
         recorder = Recorder()
         http = httpx.AsyncClient(transport=httpx.MockTransport(recorder))
-        worker = Worker(secure_services.gate.service.repo, http, secure_services.settings,
+        worker = Worker(secure_services.gate, http, secure_services.settings,
                         secure_services.subscriptions.box)
         sid = await subscribe_as(secure_client, mint("system/*.cruds", org=MUNICIPALITY),
                                  receiver.url, content="full-resource")
@@ -319,7 +326,7 @@ class TestScreenPolicy:
     async def test_nopatient_content_never_to_patients_or_relatives(
         self, secure_services: Services, world: World,
     ) -> None:
-        control = AccessControl(secure_services.gate.service.repo, hook=False)
+        control = secure_services.gate.resolver
         hidden = {**_goal(world.greta, hidden=True), "id": world.hidden_goal}
         plain = {**_goal(world.greta), "id": world.goal}
         patient = SubscriberAccess(kind="patient", subject="greta", scopes="patient/*.rs",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from samplan.store.repository import Repository, driver_of
+from samplan.store.driver import driver_of
+from samplan.store.repository import Repository
 from samplan.store.tables import audit_events
 
 AuditEntry = Mapping[str, object]

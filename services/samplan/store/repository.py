@@ -60,6 +60,7 @@ from samplan.fhir.stored import (
     WriteConflict,
 )
 from samplan.store.database import DriverPool
+from samplan.store.driver import driver_of
 from samplan.store.tables import (
     INDEX_TABLES,
     idx_date,
@@ -455,25 +456,6 @@ class WriteTx:
                         table.c.resource_id == stored.resource_id,
                     )
                 )
-
-
-async def driver_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``, inside ``conn``'s open transaction.
-
-    For the write path's hottest statements (issue 7): sent to the driver they
-    skip SQLAlchemy's statement building, compiling and result wrapping, and
-    several can be one. SQLAlchemy's asyncpg adapter sends BEGIN only with the
-    first statement it runs itself; a statement sent to the driver before that
-    would run outside the transaction, so the transaction is begun here (the
-    adapter's own way, so that its commit and rollback then end it).
-    """
-    # inside the transaction the pooled connection is checked out and valid: no I/O here
-    raw = conn.sync_connection.connection if conn.sync_connection is not None else (
-        await conn.get_raw_connection())
-    adapted: Any = raw.dbapi_connection
-    if conn.in_transaction() and adapted._transaction is None:
-        await adapted._start_transaction()
-    return raw.driver_connection
 
 
 _LOCK_PG = _READ_PG + " FOR UPDATE"

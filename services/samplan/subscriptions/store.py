@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from samplan.store.repository import driver_of
+from samplan.store.driver import driver_of
 from samplan.store.tables import (
     subscription_attempts,
     subscription_events,
