@@ -84,7 +84,8 @@ def _linked(subject: str) -> list[dict[str, Any]]:
     appointment["participant"][0]["actor"] = {"reference": subject, "display": "Greta"}
     appointment["basedOn"] = [{"reference": "urn:uuid:plan"}]
     return [
-        make_entry("POST", "Patient", make_patient(pnr="194501011235"), full_url="urn:uuid:patient"),
+        make_entry("POST", "Patient", make_patient(pnr="194501011235"),
+                   full_url="urn:uuid:patient"),
         make_entry("POST", "CareTeam", team, full_url="urn:uuid:team"),
         make_entry("POST", "Goal", goal, full_url="urn:uuid:goal"),
         make_entry("POST", "CarePlan", plan, full_url="urn:uuid:plan"),
@@ -165,7 +166,8 @@ class TestUrnUuidReferences:
     ) -> None:
         bundle = make_bundle(
             "transaction",
-            make_entry("POST", "Patient", make_patient(pnr="194501011235"), full_url="urn:uuid:same"),
+            make_entry("POST", "Patient", make_patient(pnr="194501011235"),
+                       full_url="urn:uuid:same"),
             make_entry("POST", "Patient", make_patient(pnr="193803152341"),
                        full_url="urn:uuid:same"),
         )
@@ -589,7 +591,8 @@ class TestBatch:
         goal = await create(client, make_goal(patient_id=greta["id"]))
         bundle = make_bundle(
             "batch",
-            make_entry("POST", "Patient", make_patient(pnr="194501011235"), if_none_exist=GRETA_CRITERIA),
+            make_entry("POST", "Patient", make_patient(pnr="194501011235"),
+                       if_none_exist=GRETA_CRITERIA),
             make_entry("DELETE", f"Goal/{goal['id']}"),
         )
         entries = (await post_bundle(client, bundle)).json()["entry"]

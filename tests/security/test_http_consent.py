@@ -28,7 +28,8 @@ def _auth(token: str) -> dict[str, str]:
 
 
 async def _create(services: Services, resource: dict[str, Any]) -> str:
-    return (await services.gate.as_service().create(resource["resourceType"], resource)).stored.resource_id
+    created = await services.gate.as_service().create(resource["resourceType"], resource)
+    return created.stored.resource_id
 
 
 class TestSparr:

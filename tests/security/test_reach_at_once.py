@@ -91,7 +91,8 @@ async def test_reads_answer_what_the_policy_says(
     principal = _principal(PRINCIPALS[who])
     for rtype, rid in await _resources(secure_services, patients):
         stored = await gate.service.repo.read(rtype, rid)
-        assert stored is not None and stored.content is not None
+        assert stored is not None
+        assert stored.content is not None
         body = orjson.loads(stored.content)
         reach = await gate.resolver.among(
             principal, policy.patient_ids(rtype, body) or ())

@@ -49,14 +49,16 @@ async def stored_rows(services: Services, resource_id: str) -> dict[str, Counter
 
 
 def expected_rows(services: Services, body: Json) -> dict[str, Counter[tuple[Any, ...]]]:
-    rows = extract(body, REGISTRY["CarePlan"], services.gate.service.repo.tz, services.gate.service.repo.base_url)
+    repo = services.gate.service.repo
+    rows = extract(body, REGISTRY["CarePlan"], repo.tz, repo.base_url)
     return {"idx_token": Counter((p, s, c[:255]) for p, s, c in rows.tokens),
             "idx_reference": Counter(rows.references), "idx_date": Counter(rows.dates),
             "idx_string": Counter(rows.strings)}
 
 
 async def put(services: Services, resource_id: str, body: Json) -> Json:
-    result = await services.gate.as_service().update("CarePlan", resource_id, {**body, "id": resource_id})
+    result = await services.gate.as_service().update("CarePlan", resource_id,
+                                                     {**body, "id": resource_id})
     assert result.stored.content is not None
     stored: Json = orjson.loads(result.stored.content)
     return stored
@@ -110,8 +112,8 @@ class TestIfMatch:
         rid = created.stored.resource_id
         await put(services, rid, make_plan(title="2"))
         with pytest.raises(PreconditionFailed):
-            await services.gate.as_service().update("CarePlan", rid, {**make_plan(status="completed"),
-                                                        "id": rid}, if_match='W/"1"')
+            await services.gate.as_service().update("CarePlan", rid, {
+                **make_plan(status="completed"), "id": rid}, if_match='W/"1"')
         current = await services.gate.service.repo.read("CarePlan", rid)
         assert current is not None
         assert current.version_id == 2

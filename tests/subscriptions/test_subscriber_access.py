@@ -117,8 +117,9 @@ class TestStoredFacts:
         assert (facts.kind, facts.care_unit_hsa_id, facts.scopes) == ("staff", UNIT_IN,
                                                                        "user/*.cruds")
         # a write by the service itself (as the worker's status changes) keeps the facts
-        current = orjson.loads((await secure_services.gate.as_service().read("Subscription", sid)).content)
-        await secure_services.gate.as_service().update("Subscription", sid, {**current, "reason": "ny"})
+        service = secure_services.gate.as_service()
+        current = orjson.loads((await service.read("Subscription", sid)).content)
+        await service.update("Subscription", sid, {**current, "reason": "ny"})
         async with secure_services.gate.engine.connect() as conn:
             again = (await conn.execute(
                 select(subscriptions.c.subscriber).where(subscriptions.c.id == sid))).scalar()

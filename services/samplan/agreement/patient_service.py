@@ -76,6 +76,7 @@ from samplan.fhir.errors import NotFound, Unprocessable
 from samplan.fhir.resource import validate_resource
 from samplan.fhir.stored import StoredResource
 from samplan.security.gate import Access, Contribution, GuardedTx
+from samplan.security.policy import Operation
 
 __all__ = ["PatientAgreements"]
 
@@ -296,7 +297,8 @@ class PatientAgreements:
                 await self._save_plan(tx, plan, stored)
             return created
 
-        return await reader.run(unit, contribution=_writes(patient_id, "Goal", "CarePlan"))
+        return await reader.run(unit, contribution=_writes(patient_id, ("Goal", "create"),
+                                                           "CarePlan"))
 
     async def add_activity(
         self, reader: Access, actor: Actor, patient_id: str, text: str, *, now: datetime,
@@ -318,7 +320,7 @@ class PatientAgreements:
             plan = coauthoring.add_activity(_body(stored), activity)
             return await self._save_plan(tx, plan, stored)
 
-        return await reader.run(unit, contribution=_writes(patient_id, "CarePlan"))
+        return await reader.run(unit, contribution=_writes(patient_id, ("CarePlan", "update")))
 
     async def add_message(
         self, reader: Access, actor: Actor, patient_id: str, text: str, *, now: datetime,
@@ -346,7 +348,8 @@ class PatientAgreements:
             checked = validate_resource(message, "Communication")
             return (await tx.create(checked)).stored
 
-        return await reader.run(unit, contribution=_writes(patient_id, "Communication"))
+        return await reader.run(unit, contribution=_writes(patient_id,
+                                                           ("Communication", "create")))
 
     async def withdraw(
         self, reader: Access, actor: Actor, patient_id: str, target: str
@@ -363,7 +366,8 @@ class PatientAgreements:
                 plan = coauthoring.withdraw_activity(_body(stored), activity_id)
                 return await self._save_plan(tx, plan, stored)
 
-            return await reader.run(unit, contribution=_writes(patient_id, "CarePlan"))
+            return await reader.run(unit, contribution=_writes(patient_id,
+                                                               ("CarePlan", "update")))
         if kind == "Goal" and rest:
 
             async def goal_unit(tx: GuardedTx) -> StoredResource:
@@ -386,14 +390,15 @@ class PatientAgreements:
                     await self._save_plan(tx, plan, plan_stored)
                 return result.stored
 
-            return await reader.run(goal_unit, contribution=_writes(patient_id, "Goal",
-                                                                    "CarePlan"))
+            return await reader.run(goal_unit, contribution=_writes(
+                patient_id, ("Goal", "update"), "CarePlan"))
         raise Unprocessable(
             f"Cannot withdraw {target!r}: name your own goal (Goal/id) or activity "
             "(CarePlan/id#activity-id).", ("item",)
         )
 
 
-def _writes(patient_id: str, *types: str) -> Contribution:
-    """What a contribution writes, for the gate: these types, about this patient."""
-    return Contribution(patient_id, frozenset(types))
+def _writes(patient_id: str, needs: tuple[str, Operation], *more: str) -> Contribution:
+    """What a contribution writes, for the gate: ``needs`` (the type and interaction whose
+    scope it takes), perhaps ``more`` types, about this patient."""
+    return Contribution(patient_id, frozenset([needs[0], *more]), needs)

@@ -703,6 +703,8 @@ class Access:
         patient or relative may then write the contribution's types about that patient,
         with the write scopes for them; what the additions may change is the domain's rule.
         """
+        if contribution is not None:
+            await self._scope(*contribution.needs, patient_id=contribution.patient_id)
         start = len(self._guards)
 
         def writer() -> TxGuard:
@@ -821,10 +823,12 @@ class ServiceTx:
 
 @dataclass(slots=True)
 class Contribution:
-    """The patient's own additions to their plan: who they are about, what is written."""
+    """The patient's own additions to their plan: who they are about, what is written, and
+    the scope the addition needs before anything is read for it (``(type, operation)``)."""
 
     patient_id: str
     types: frozenset[str]
+    needs: tuple[str, Operation]
 
 
 class GuardedTx:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, text
+from sqlalchemy import ColumnElement, String, and_, bindparam, false, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from samplan.fhir import identifiers
@@ -91,13 +91,13 @@ def reach_predicate(
         return None
     sql = _PREDICATE.replace(":patient_placeholder", patient)
     binds: list[Any] = [
-        bindparam("reach_orgs", sorted(organisations), expanding=True),
-        bindparam("reach_roles", sorted(roles), expanding=True),
-        bindparam("reach_pracs", sorted(practitioners), expanding=True),
+        bindparam("reach_orgs", sorted(organisations), expanding=True, type_=String),
+        bindparam("reach_roles", sorted(roles), expanding=True, type_=String),
+        bindparam("reach_pracs", sorted(practitioners), expanding=True, type_=String),
     ]
     if blocked:
         sql = f"{patient} NOT IN :reach_blocked AND {sql}"
-        binds.append(bindparam("reach_blocked", sorted(blocked), expanding=True))
+        binds.append(bindparam("reach_blocked", sorted(blocked), expanding=True, type_=String))
     clause: ColumnElement[bool] = text(sql).bindparams(*binds)  # type: ignore[assignment]
     return clause
 
