@@ -140,7 +140,8 @@ async def load(
                 f"{database_url} holds {existing} CarePlans, fewer than --patients {patients}: "
                 "use an empty database (or the same --patients as when it was loaded)"
             )
-        fhir, repo = services.gate.as_service(), services.gate.service.repo
+        repo = services.gate.service.repo
+        writer = services.gate.as_service().writer
         if concurrency is None:
             concurrency = 2 if repo.is_sqlite else 4
         pool, shared = dataset.shared_pool(seed)
@@ -149,11 +150,13 @@ async def load(
         from samplan.store.repository import WriteTx
 
         async def write(resources: list[dict[str, Any]]) -> None:
-            async with repo.transaction() as tx:
+            async with repo.transaction(writer()) as tx:
                 batcher = _Batcher()
                 recording = WriteTx(repo, batcher)  # type: ignore[arg-type]
-                for resource in resources:
-                    await fhir.create_in(recording, resource, resource_id=resource["id"])
+                for resource in resources:  # as create_in writes them; the dataset's
+                    # personnummer are unique by construction, so no per-Patient lookup
+                    await recording.write(resource, resource_id=resource["id"], current=None,
+                                          method="POST")
                 await batcher.flush(tx.conn)
                 tx.changes.extend(recording.changes)
 

@@ -88,8 +88,8 @@ async def main(runs: int) -> None:
 
             path = f"/fhir/Patient/{patient_id}/$agreement"
             services = app.state.services
-            _, view = await PatientAgreements(services.gate.as_service()).view(
-                services.gate.as_service(), patient_id, now=datetime.now(services.gate.as_service().tz))
+            _, view = await PatientAgreements().view(
+                services.gate.as_service(), patient_id, now=datetime.now(services.gate.tz))
 
             start = time.perf_counter()
             render_pdf(view)
