@@ -17,7 +17,7 @@ from samplan import observability, openapi_export
 from samplan.agreement.notes import AgreementNotes
 from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
-from samplan.api import hardening
+from samplan.api import hardening, smart
 from samplan.api.agreement_fast import AgreementMiddleware
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
@@ -126,7 +126,9 @@ async def build_services(settings: Settings) -> Services:
     await _retrying_conflicts(lambda: conformance.sync(
         repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
     capability = orjson.dumps(
-        capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
+        capability_statement(settings.base_url, auth_enabled=settings.auth_enabled,
+                             authorize_url=settings.authorization_endpoint,
+                             token_url=settings.token_endpoint)
     )
     services = Services(settings, engine, repo, fhir, http, capability)
     services.extras["profiles"] = profiles
@@ -181,7 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        public=api_auth.PUBLIC_PATHS, public_prefixes=api_auth.PUBLIC_PREFIXES)
     observability.install(app, settings)  # outermost: request id, metrics, access log
     openapi_export.install(app)
-    app.include_router(api_auth.router)
+    app.include_router(smart.router)  # SMART discovery (public)
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
     app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement

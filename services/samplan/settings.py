@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     )
     jwks_url: str | None = Field(None, description="JWKS URL of the token issuer.")
     jwks_file: Path | None = Field(None, description="JWKS file of the token issuer.")
+    authorization_endpoint: str | None = Field(
+        None, description="The token issuer's OAuth2 authorization endpoint, published in "
+        "SMART discovery (with a token endpoint: the authorization_code grant and app launch). "
+        "None by default: this server issues no tokens."
+    )
+    token_endpoint: str | None = Field(
+        None, description="The token issuer's OAuth2 token endpoint, published in SMART "
+        "discovery (the client_credentials grant of backend services). None by default."
+    )
     subscriptions_allow_private_endpoints: bool = Field(
         False, description="Allow rest-hook endpoints on loopback/private addresses."
     )
