@@ -124,12 +124,29 @@ class Settings(BaseSettings):
     )
 
     rate_limit_per_minute: int | None = Field(
-        None, description="Requests per minute per client (token client_id and subject); 0 is "
-        "off. Default 600 (off when SAMPLAN_ENVIRONMENT=test). Over it: 429 with Retry-After."
+        None, description="Requests per minute per client (token client_id and subject) for "
+        "every kind of caller without a setting of its own; 0 is off. With auth off, set it to "
+        "limit each address (no limit otherwise). Over a limit: 429 with Retry-After."
+    )
+    rate_limit_system_per_minute: int | None = Field(
+        None, description="Requests per minute per system client (system/ scopes), 0 is off. "
+        "Default 6000 (100 a second; off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_staff_per_minute: int | None = Field(
+        None, description="Requests per minute per staff member's app (user/ scopes), 0 is off. "
+        "Default 600 (off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_patient_per_minute: int | None = Field(
+        None, description="Requests per minute per patient or relative (patient/ scopes), 0 is "
+        "off. Default 300 (off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_clients: dict[str, int] = Field(
+        {}, description="Requests per minute for named token client ids, over their kind's "
+        'budget, as JSON: {"journal-engine": 30000}; 0 is no limit for that client.'
     )
     rate_limit_burst: int | None = Field(
         None, description="Requests a client may send at once on top of the steady rate "
-        "(default: a tenth of the per-minute rate, at least 10)."
+        "(default: a tenth of its per-minute rate, at least 10)."
     )
     rate_limit_unauthenticated_per_minute: int | None = Field(
         None, description="Requests per minute per IP address without a valid token (public "
