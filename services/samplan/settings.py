@@ -7,11 +7,12 @@ globals.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None,
         description="Absolute FHIR base used in links and fullUrls (default http://HOST:PORT/fhir).",
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses or CIDR networks of the reverse proxies whose "
+        "X-Forwarded-Proto, X-Forwarded-Host and Forwarded headers are believed, "
+        'as JSON: ["10.0.0.0/8", "127.0.0.1"]. None by default.'
     )
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body (413 above).")
     max_json_depth: int = Field(64, description="Deepest accepted JSON nesting (400 above).")
@@ -156,6 +162,17 @@ class Settings(BaseSettings):
         [], description="Browser origins (portals) allowed to call the API, "
         'as JSON: ["https://portal.example.se"]. None by default.'
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"SAMPLAN_TRUSTED_PROXIES: {entry!r} is no address or "
+                                 "CIDR network") from exc
+        return [entry.strip() for entry in value]
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
