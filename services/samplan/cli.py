@@ -127,6 +127,7 @@ def token(
     TOKEN=$(samplan token --scope 'patient/*.rs' --patient 194501011235 | tail -n1)
     """
     from samplan.security.devkeys import load_or_create_dev_key
+    from samplan.security.token_advice import claims_of, warnings_for
     from samplan.settings import get_settings
 
     settings = get_settings()
@@ -141,6 +142,8 @@ def token(
         patient=patient, fhir_user=fhir_user, org=org, user=user,
         care_provider=care_provider, care_unit=care_unit, lifetime_s=lifetime,
     )
+    for warning in warnings_for(claims_of(minted)):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"# development token ({key.kid}), valid {lifetime} s, scope: {scope}")
     typer.echo(minted)
 
