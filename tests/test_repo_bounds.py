@@ -109,7 +109,9 @@ class TestAtRunTime:
     def test_the_session_guard_is_on_for_this_repository(self) -> None:
         assert REPO_BOUNDS in session_guards()
         assert REPO_BOUNDS.outside(ROOT / ".." / "shared" / "examples") is not None
-        probe = ROOT.parent / "samplan-repo-bounds-probe"
+        # climbing out with '..' is refused wherever the clone lives (a folder beside it
+        # is refused too, unless the clone sits right in the temporary directory)
+        probe = ROOT / ".." / "samplan-repo-bounds-probe"
         with REPO_BOUNDS.expecting(), pytest.raises(PermissionError):
             probe.read_text()  # refused before the file system is asked
         assert REPO_BOUNDS.violations == []

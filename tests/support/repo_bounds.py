@@ -18,7 +18,9 @@ not have. Two guards keep that from coming back:
   session then fails even if a test swallowed the error (``tests/conftest.py``).
   Not above the root, so allowed: the root itself, the temporary directory,
   the Python installation and its site-packages, hidden folders (caches) beside
-  the root, and anything elsewhere on the machine (``/usr``, ``/etc``).
+  the root, and anything elsewhere on the machine (``/usr``, ``/etc``). So for
+  a clone right in the temporary directory (``/tmp/samplan``) only the ``..``
+  rule applies at run time; the static scan applies everywhere.
 """
 
 from __future__ import annotations
