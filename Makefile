@@ -11,12 +11,20 @@ export SAMPLAN_DATABASE_URL ?= sqlite+aiosqlite:///var/samplan.db
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
+# pip at its normal verbosity, one line per package, so a first install (about a
+# minute) shows its progress instead of a silent terminal; what is already there
+# is not listed again. bash for pipefail: pip's failure is the recipe's.
+$(STAMP): SHELL := /bin/bash
+$(STAMP): .SHELLFLAGS := -o pipefail -c
 $(STAMP): pyproject.toml
+	@echo "Installing samplan and its dev tools into $(VENV) (about a minute the first time)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]' \
+		| { grep -v '^Requirement already satisfied' || true; }
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+	@echo "$(VENV) is ready: $(BIN)/samplan"
 
 install: $(STAMP) ## Create .venv with the `samplan` command and the dev tools
 
@@ -39,7 +47,8 @@ run: demo ## Set up, migrate, load demo data, print curl lines with demo tokens,
 	echo "# staff at another unit, not in the care team: an empty Bundle"; \
 	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/*.rs' --user SE2321000073-1999 --care-unit SE2321000073-9001)' '$$base/CarePlan'"; \
 	echo "# the unit's log administrator: who accessed what"; \
-	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/AuditEvent.rs' --user SE2321000073-0001 --care-unit SE2321000073-2001)' '$$base/AuditEvent?agent=SE2321000073-1001'"
+	echo "curl -H 'Authorization: Bearer $$(tok --scope 'user/AuditEvent.rs' --user SE2321000073-0001 --care-unit SE2321000073-2001)' '$$base/AuditEvent?agent=SE2321000073-1001'"; \
+	echo "# your own system: README.md, 'Your first agreement' (samplan token --scope 'system/*.cruds' --org HSA-ID)"
 	SAMPLAN_AUTH_ENABLED=$${SAMPLAN_AUTH_ENABLED:-true} \
 	SAMPLAN_SUBSCRIPTIONS_ALLOW_PRIVATE_ENDPOINTS=true \
 	$(BIN)/samplan serve --with-worker --host $${SAMPLAN_HOST:-127.0.0.1} --port $${SAMPLAN_PORT:-8080}

@@ -26,9 +26,25 @@ from samplan.settings import Settings  # noqa: E402
 from samplan.store import migrate  # noqa: E402
 from samplan.store.tables import metadata  # noqa: E402
 from support.pgcluster import PostgresUnavailable, postgres_cluster  # noqa: E402
+from support.repo_bounds import ROOT, OutsideReadGuard, install  # noqa: E402
+
+# Every read above the repository root fails, and fails the session (issue 14, item 1).
+REPO_BOUNDS = install(OutsideReadGuard(ROOT))
 
 BASE_URL = "http://samplan.test/fhir"
 BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if REPO_BOUNDS.violations:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPO_BOUNDS.violations:
+        terminalreporter.section("reads above the repository root", red=True)
+        for violation in dict.fromkeys(REPO_BOUNDS.violations):
+            terminalreporter.line(violation)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

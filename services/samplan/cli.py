@@ -9,20 +9,43 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="SamPlan: the shared care plan FHIR service.", no_args_is_help=True)
+from samplan.settings import Settings
+
+# Plain click help: it wraps long variable names instead of cutting them off.
+app = typer.Typer(help="SamPlan: the shared care plan FHIR service.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
-@app.command()
+def _default(name: str) -> object:
+    """A setting's default, so `--help` shows what the service really uses."""
+    return Settings.model_fields[name].default
+
+
+SERVE_EPILOG = """Every option can also be set by its variable (shown in brackets). All the
+other settings are SAMPLAN_* variables too, for example SAMPLAN_DATABASE_URL
+(default sqlite+aiosqlite:///var/samplan.db), SAMPLAN_AUTH_ENABLED (default
+true), SAMPLAN_PUBLIC_BASE_URL, SAMPLAN_LOG_FORMAT (json or text); every one
+is in docs/configuration.md (`samplan config-docs` writes it)."""
+
+
+@app.command(epilog=SERVE_EPILOG)
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (SAMPLAN_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind (SAMPLAN_PORT).")] = None,
+    host: Annotated[str, typer.Option(
+        help="Address to bind.", envvar="SAMPLAN_HOST", show_envvar=True,
+    )] = str(_default("host")),
+    port: Annotated[int, typer.Option(
+        help="Port to bind.", envvar="SAMPLAN_PORT", show_envvar=True,
+    )] = int(str(_default("port"))),
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
-    migrate: Annotated[bool, typer.Option(help="Run migrations before serving.")] = False,
+    migrate: Annotated[bool, typer.Option(
+        help="Run migrations before serving (say what they did).")] = False,
     with_worker: Annotated[bool, typer.Option(
-        "--with-worker", help="Also deliver subscription notifications in this process.")] = False,
-    graceful_timeout: Annotated[float | None, typer.Option(
-        help="Seconds in-flight requests may take after SIGTERM (SAMPLAN_SHUTDOWN_GRACE_SECONDS)."
-    )] = None,
+        "--with-worker", help="Also deliver subscription notifications in this process.",
+        envvar="SAMPLAN_SUBSCRIPTIONS_IN_PROCESS_WORKER", show_envvar=True)] = False,
+    graceful_timeout: Annotated[float, typer.Option(
+        help="Seconds in-flight requests may take after SIGTERM.",
+        envvar="SAMPLAN_SHUTDOWN_GRACE_SECONDS", show_envvar=True,
+    )] = float(str(_default("shutdown_grace_seconds"))),
 ) -> None:
     """Serve the FHIR API on http://HOST:PORT/fhir."""
     import math
@@ -32,10 +55,8 @@ def serve(
     from samplan.observability.logs import logging_config
     from samplan.settings import get_settings
 
-    if host is not None:
-        os.environ["SAMPLAN_HOST"] = host
-    if port is not None:
-        os.environ["SAMPLAN_PORT"] = str(port)
+    os.environ["SAMPLAN_HOST"] = host
+    os.environ["SAMPLAN_PORT"] = str(port)
     if with_worker:
         os.environ["SAMPLAN_SUBSCRIPTIONS_IN_PROCESS_WORKER"] = "true"
     get_settings.cache_clear()
@@ -56,18 +77,17 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,  # samplan.access writes one line per request, with its request id
         proxy_headers=True,
-        timeout_graceful_shutdown=math.ceil(
-            settings.shutdown_grace_seconds if graceful_timeout is None else graceful_timeout),
+        timeout_graceful_shutdown=math.ceil(graceful_timeout),
     )
 
 
 @app.command()
 def migrate() -> None:
-    """Bring the database schema to the newest revision."""
+    """Bring the database schema to the newest revision; say whether it was created,
+    upgraded or left as it was."""
     from samplan.settings import get_settings
 
     _migrate(get_settings().database_url)
-    typer.echo("database is at the newest revision")
 
 
 @app.command()
@@ -86,7 +106,7 @@ def worker() -> None:
 def _migrate(database_url: str) -> None:
     from samplan.store import migrate as migrations
 
-    migrations.upgrade(database_url)
+    typer.echo(migrations.upgrade_reporting(database_url).message())
 
 
 @app.command("load-demo")
@@ -127,6 +147,7 @@ def token(
     TOKEN=$(samplan token --scope 'patient/*.rs' --patient 194501011235 | tail -n1)
     """
     from samplan.security.devkeys import load_or_create_dev_key
+    from samplan.security.token_advice import claims_of, warnings_for
     from samplan.settings import get_settings
 
     settings = get_settings()
@@ -141,6 +162,8 @@ def token(
         patient=patient, fhir_user=fhir_user, org=org, user=user,
         care_provider=care_provider, care_unit=care_unit, lifetime_s=lifetime,
     )
+    for warning in warnings_for(claims_of(minted)):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"# development token ({key.kid}), valid {lifetime} s, scope: {scope}")
     typer.echo(minted)
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from samplan import observability, openapi_export
 from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
-from samplan.api import hardening
+from samplan.api import hardening, smart
 from samplan.api.agreement_fast import AgreementMiddleware
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
@@ -116,7 +116,9 @@ async def build_services(settings: Settings) -> Services:
         await _retrying_conflicts(lambda: gate.sync_conformance(
             [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
         capability = orjson.dumps(
-            capability_statement(settings.base_url, auth_enabled=settings.auth_enabled))
+            capability_statement(settings.base_url, auth_enabled=settings.auth_enabled,
+                                 authorize_url=settings.authorization_endpoint,
+                                 token_url=settings.token_endpoint))
         services = Services(settings, gate, authenticator, http, profiles, feature, capability)
         await feature.start(http)  # topics stored; in-process worker if --with-worker
     except BaseException:
@@ -168,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        public=api_auth.PUBLIC_PATHS, public_prefixes=api_auth.PUBLIC_PREFIXES)
     observability.install(app, settings)  # outermost: request id, metrics, access log
     openapi_export.install(app)
-    app.include_router(api_auth.router)
+    app.include_router(smart.router)  # SMART discovery (public)
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
     app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement

@@ -7,11 +7,12 @@ globals.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         None,
         description="Absolute FHIR base used in links and fullUrls (default http://HOST:PORT/fhir).",
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses or CIDR networks of the reverse proxies whose "
+        "X-Forwarded-Proto, X-Forwarded-Host and Forwarded headers are believed, "
+        'as JSON: ["10.0.0.0/8", "127.0.0.1"]. None by default.'
     )
     max_body_bytes: int = Field(1_048_576, description="Largest accepted request body (413 above).")
     max_json_depth: int = Field(64, description="Deepest accepted JSON nesting (400 above).")
@@ -63,6 +69,15 @@ class Settings(BaseSettings):
     )
     jwks_url: str | None = Field(None, description="JWKS URL of the token issuer.")
     jwks_file: Path | None = Field(None, description="JWKS file of the token issuer.")
+    authorization_endpoint: str | None = Field(
+        None, description="The token issuer's OAuth2 authorization endpoint, published in "
+        "SMART discovery (with a token endpoint: the authorization_code grant and app launch). "
+        "None by default: this server issues no tokens."
+    )
+    token_endpoint: str | None = Field(
+        None, description="The token issuer's OAuth2 token endpoint, published in SMART "
+        "discovery (the client_credentials grant of backend services). None by default."
+    )
     subscriptions_allow_private_endpoints: bool = Field(
         False, description="Allow rest-hook endpoints on loopback/private addresses."
     )
@@ -115,12 +130,29 @@ class Settings(BaseSettings):
     )
 
     rate_limit_per_minute: int | None = Field(
-        None, description="Requests per minute per client (token client_id and subject); 0 is "
-        "off. Default 600 (off when SAMPLAN_ENVIRONMENT=test). Over it: 429 with Retry-After."
+        None, description="Requests per minute per client (token client_id and subject) for "
+        "every kind of caller without a setting of its own; 0 is off. With auth off, set it to "
+        "limit each address (no limit otherwise). Over a limit: 429 with Retry-After."
+    )
+    rate_limit_system_per_minute: int | None = Field(
+        None, description="Requests per minute per system client (system/ scopes), 0 is off. "
+        "Default 6000 (100 a second; off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_staff_per_minute: int | None = Field(
+        None, description="Requests per minute per staff member's app (user/ scopes), 0 is off. "
+        "Default 600 (off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_patient_per_minute: int | None = Field(
+        None, description="Requests per minute per patient or relative (patient/ scopes), 0 is "
+        "off. Default 300 (off when SAMPLAN_ENVIRONMENT=test)."
+    )
+    rate_limit_clients: dict[str, int] = Field(
+        {}, description="Requests per minute for named token client ids, over their kind's "
+        'budget, as JSON: {"journal-engine": 30000}; 0 is no limit for that client.'
     )
     rate_limit_burst: int | None = Field(
         None, description="Requests a client may send at once on top of the steady rate "
-        "(default: a tenth of the per-minute rate, at least 10)."
+        "(default: a tenth of its per-minute rate, at least 10)."
     )
     rate_limit_unauthenticated_per_minute: int | None = Field(
         None, description="Requests per minute per IP address without a valid token (public "
@@ -130,6 +162,17 @@ class Settings(BaseSettings):
         [], description="Browser origins (portals) allowed to call the API, "
         'as JSON: ["https://portal.example.se"]. None by default.'
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"SAMPLAN_TRUSTED_PROXIES: {entry!r} is no address or "
+                                 "CIDR network") from exc
+        return [entry.strip() for entry in value]
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

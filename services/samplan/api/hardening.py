@@ -27,8 +27,15 @@ answers, public paths and CORS preflights (which carry no token):
 :class:`ClientRateLimitMiddleware`, inside authentication: a budget per
 authenticated client, i.e. per (``client_id``/``azp``, ``sub``) of the verified
 token (so the users of one portal app each have their own, and a system's
-client-credentials tokens share one), ``SAMPLAN_RATE_LIMIT_PER_MINUTE`` with a
-burst of ``SAMPLAN_RATE_LIMIT_BURST``. With auth switched off: per address.
+client-credentials tokens share one). The budget fits the kind of caller
+(:class:`ClientBudgets`): a journal system's integration engine is one client
+sending tens of requests a second, a clinician's app a few per screen, a
+patient's portal fewer. ``SAMPLAN_RATE_LIMIT_SYSTEM_PER_MINUTE`` (6000, i.e.
+100 a second), ``..._STAFF_...`` (600) and ``..._PATIENT_...`` (300, relatives
+too), each falling back on ``SAMPLAN_RATE_LIMIT_PER_MINUTE`` when set; a named
+client id gets its own rate from ``SAMPLAN_RATE_LIMIT_CLIENTS``. With auth
+switched off (a local demo) there is no per-client limit unless
+``SAMPLAN_RATE_LIMIT_PER_MINUTE`` is set, which then limits each address.
 
 Over a limit: ``429`` with ``Retry-After`` (whole seconds) and an
 OperationOutcome (``code: throttled``). Budgets are token buckets kept in the
@@ -50,7 +57,8 @@ from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import Issue, operation_outcome
 from samplan.settings import Settings
 
-DEFAULT_PER_MINUTE: Final[int] = 600
+#: Default requests per minute per client, by kind of caller (docs/security.md).
+DEFAULT_PER_MINUTE: Final[dict[str, int]] = {"system": 6000, "staff": 600, "patient": 300}
 DEFAULT_UNAUTHENTICATED_PER_MINUTE: Final[int] = 120
 MAX_TRACKED_CLIENTS: Final[int] = 100_000
 
@@ -133,12 +141,59 @@ def _limit(value: int | None, default: int, settings: Settings) -> int:
     return 0 if settings.environment == "test" else default
 
 
-def client_bucket(settings: Settings) -> TokenBucket | None:
-    rate = _limit(settings.rate_limit_per_minute, DEFAULT_PER_MINUTE, settings)
-    if rate == 0:
-        return None
+def _bucket(rate: int, settings: Settings) -> TokenBucket:
     burst = settings.rate_limit_burst or max(10, rate // 10)
     return TokenBucket(rate, max(1, burst))
+
+
+#: The budget kind of each principal kind (a relative uses a patient's portal).
+BUDGET_KIND: Final[dict[str, str]] = {
+    "system": "system", "staff": "staff", "patient": "patient", "relative": "patient"}
+
+
+class ClientBudgets:
+    """The per-client token buckets: one rate per kind of caller, raisable per client id.
+
+    ``bucket(kind, client_id)`` is the bucket whose rate applies (None: no limit);
+    callers then spend from it under their own (client id, subject) key.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        per_kind = {
+            "system": settings.rate_limit_system_per_minute,
+            "staff": settings.rate_limit_staff_per_minute,
+            "patient": settings.rate_limit_patient_per_minute,
+        }
+        self._kinds: dict[str, TokenBucket | None] = {}
+        for kind, value in per_kind.items():
+            own = value if value is not None else settings.rate_limit_per_minute
+            rate = _limit(own, DEFAULT_PER_MINUTE[kind], settings)
+            self._kinds[kind] = _bucket(rate, settings) if rate else None
+        self._clients: dict[str, TokenBucket | None] = {
+            client: (_bucket(rate, settings) if rate > 0 else None)
+            for client, rate in settings.rate_limit_clients.items()
+        }
+        # auth off: no limit unless the general per-client rate is set explicitly
+        demo = settings.rate_limit_per_minute
+        self.anonymous: TokenBucket | None = _bucket(demo, settings) if demo else None
+
+    def bucket(self, kind: str, client_id: str | None) -> TokenBucket | None:
+        if client_id is not None and client_id in self._clients:
+            return self._clients[client_id]
+        return self._kinds.get(BUDGET_KIND.get(kind, "patient"))
+
+    @property
+    def active(self) -> bool:
+        """Whether any caller is limited at all (else the middleware steps aside)."""
+        return (self.anonymous is not None or any(self._kinds.values())
+                or any(self._clients.values()))
+
+
+def client_bucket(settings: Settings, kind: str = "staff",
+                  client_id: str | None = None) -> TokenBucket | None:
+    """The bucket a caller of ``kind`` (with ``client_id``) spends from; None: no limit."""
+    return ClientBudgets(settings).bucket(kind, client_id)
 
 
 def unauthenticated_bucket(settings: Settings) -> TokenBucket | None:
@@ -310,20 +365,24 @@ class ClientRateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.bucket = client_bucket(settings)
+        self.budgets = ClientBudgets(settings)
+        self.active = self.budgets.active
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.bucket is None:
+        if scope["type"] != "http" or not self.active:
             await self.app(scope, receive, send)
             return
         principal = scope.get("state", {}).get("principal")
-        key: str | None = None
+        bucket: TokenBucket | None = None
+        key = ""
         if principal is not None and getattr(principal, "kind", None) != "anonymous-dev":
+            bucket = self.budgets.bucket(principal.kind, principal.client_id)
             key = f"client:{principal.client_id or '-'}:{principal.subject}"
-        elif principal is not None:  # auth switched off (local demo): by address
+        elif principal is not None:  # auth switched off (local demo): by address, if asked
+            bucket = self.budgets.anonymous
             key = f"ip:{_client_ip(scope)}"
-        if key is not None:
-            wait = self.bucket.take(key)
+        if bucket is not None:
+            wait = bucket.take(key)
             if wait > 0:
                 await too_many(wait, "client")(scope, receive, send)
                 return

@@ -12,6 +12,9 @@ from samplan.fhir.registry import COMMON_PARAMS, REGISTRY
 Contributor = Callable[[dict[str, Any]], None]
 CONTRIBUTORS: list[Contributor] = []
 
+SECURITY_SERVICE_SYSTEM = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
 _DOCS = {
     "_id": "Logical id of the resource",
     "_lastUpdated": "When the resource version last changed",
@@ -20,7 +23,12 @@ _DOCS = {
 }
 
 
-def capability_statement(base_url: str, *, auth_enabled: bool) -> dict[str, Any]:
+def capability_statement(
+    base_url: str, *, auth_enabled: bool, authorize_url: str | None = None,
+    token_url: str | None = None,
+) -> dict[str, Any]:
+    """The server's CapabilityStatement; ``authorize_url``/``token_url``: the token issuer's
+    OAuth2 endpoints, when configured (see :func:`security`)."""
     resources = []
     for rtype in REGISTRY.values():
         entry: dict[str, Any] = {
@@ -66,21 +74,7 @@ def capability_statement(base_url: str, *, auth_enabled: bool) -> dict[str, Any]
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
     }
     if auth_enabled:
-        rest["security"] = {
-            "cors": True,
-            "service": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                            "code": "SMART-on-FHIR",
-                        }
-                    ]
-                }
-            ],
-            "description": "OAuth2 bearer tokens with SMART App Launch v2 scopes; see "
-            "/.well-known/smart-configuration.",
-        }
+        rest["security"] = security(authorize_url=authorize_url, token_url=token_url)
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "id": "samplan",
@@ -102,3 +96,31 @@ def capability_statement(base_url: str, *, auth_enabled: bool) -> dict[str, Any]
     for contribute in CONTRIBUTORS:
         contribute(statement)
     return statement
+
+
+def security(*, authorize_url: str | None, token_url: str | None) -> dict[str, Any]:
+    """``rest.security``: SMART on FHIR, and the issuer's endpoints in the oauth-uris extension.
+
+    The extension (SMART App Launch; deprecated there in favour of the
+    ``.well-known`` document, still read by clients such as fhirclient and
+    fhir-kit-client) is added only when an endpoint is configured: this server
+    issues no tokens of its own. Its definition wants both ``authorize`` and
+    ``token``; a backend-services-only issuer has no ``authorize``, and a client
+    that reads the CapabilityStatement instead of the ``.well-known`` document
+    must still find the token endpoint, so the extension names what exists.
+    """
+    result: dict[str, Any] = {
+        "cors": True,
+        "service": [{
+            "coding": [{"system": SECURITY_SERVICE_SYSTEM, "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR"}],
+            "text": "OAuth2 bearer tokens with SMART App Launch scopes",
+        }],
+        "description": "OAuth2 bearer tokens with SMART App Launch v2 scopes; see "
+        "/fhir/.well-known/smart-configuration (also at /.well-known/smart-configuration).",
+    }
+    uris = [{"url": name, "valueUri": url}
+            for name, url in (("authorize", authorize_url), ("token", token_url)) if url]
+    if uris:
+        result["extension"] = [{"url": OAUTH_URIS, "extension": uris}]
+    return result

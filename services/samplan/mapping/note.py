@@ -1,6 +1,6 @@
 """A journal note as a keyword tree, read from either shape a journal hands us.
 
-Two shapes carry the same note (examples in shared/examples/cosmic/):
+Two shapes carry the same note (examples in examples/notes/):
 
 * **JSON** from an integration engine (``application/json``): validated with
   pydantic; a wrong shape is a :class:`~samplan.fhir.errors.BadRequest` whose

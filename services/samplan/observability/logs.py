@@ -89,6 +89,9 @@ def logging_config(log_format: str = "json", level: str = "INFO") -> dict[str, A
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"},
             "httpx": {"level": "WARNING"},
+            # "setup plugin alembic.autogenerate..." at every start, when the readiness
+            # check imports Alembic: noise, not news
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
 

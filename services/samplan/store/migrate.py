@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -25,6 +29,49 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What an upgrade did, so ``samplan migrate`` can say it in one line."""
+
+    database: str  # the URL without its password
+    before: str | None
+    after: str | None
+
+    @property
+    def outcome(self) -> Literal["created", "upgraded", "unchanged"]:
+        if self.before is None:
+            return "created"
+        return "unchanged" if self.before == self.after else "upgraded"
+
+    def message(self) -> str:
+        if self.outcome == "created":
+            return f"created the schema at revision {self.after} in {self.database}"
+        if self.outcome == "upgraded":
+            return (f"upgraded the schema from revision {self.before} to {self.after} "
+                    f"in {self.database}")
+        return (f"the schema in {self.database} is already at the newest revision "
+                f"({self.after}): left as it is")
+
+
+def upgrade_reporting(database_url: str) -> Migration:
+    """:func:`upgrade` to the head, and what it did (the revision before and after)."""
+    before = asyncio.run(_revision_of(database_url))
+    upgrade(database_url)
+    after = asyncio.run(_revision_of(database_url))
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    return Migration(shown, before, after)
+
+
+async def _revision_of(database_url: str) -> str | None:
+    from samplan.store.database import create_engine
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
 
 
 def downgrade(database_url: str, revision: str) -> None:
