@@ -37,7 +37,7 @@ the :class:`Actor` and the :class:`Contribution`. :func:`default_check` lets
 the patient and a relative through (their reach to the patient is checked
 when the agreement is read, before any write) and refuses staff and systems,
 who write in the journal. The security policy plugs in its own check
-(``services.extras["co_creation_check"]``).
+(``Services.co_creation_check``).
 """
 
 from __future__ import annotations
