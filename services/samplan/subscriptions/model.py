@@ -39,7 +39,7 @@ import orjson
 from samplan.fhir.errors import Issue
 from samplan.fhir.indexing import parse_reference
 from samplan.fhir.resource import ID_PATTERN
-from samplan.subscriptions.endpoints import check_endpoint
+from samplan.subscriptions.endpoints import EndpointGuard, check_endpoint
 from samplan.subscriptions.signing import (
     EXT_SECRET,
     MAX_SECRET_LENGTH,
@@ -297,7 +297,12 @@ class SubscriptionCheck:
         self.topics = topics
         self.box = box
         self.base_url = base_url
-        self.allow_private = allow_private
+        # shared with the commit hook, which resolves the endpoint's name (it may await)
+        self.endpoints = EndpointGuard(allow_private)
+
+    @property
+    def allow_private(self) -> bool:
+        return self.endpoints.allow_private
 
     def __call__(self, resource: dict[str, Any]) -> list[Issue]:
         if resource.get("resourceType") != "Subscription":
