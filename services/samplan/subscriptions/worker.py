@@ -283,8 +283,9 @@ class Worker:
 
     async def _send(self, state: SubscriptionState, body: bytes) -> delivery.DeliveryResult:
         secret = self.box.open(state.secret) if state.secret else ""
+        headers = self.box.open_headers(state.config.headers, state.config.endpoint)
         return await delivery.post(
-            self.http, state.config.endpoint, body, secret=secret, headers=state.config.headers,
+            self.http, state.config.endpoint, body, secret=secret, headers=headers,
             timeout=self._timeout(state), guard=self.endpoints,
         )
 
