@@ -1,4 +1,11 @@
-"""The ``samplan`` command: serve, migrate, load demo data, mint development tokens."""
+"""The ``samplan`` command: serve, migrate, load demo data, mint development tokens.
+
+Every command that opens the database first takes its settings from
+:func:`_safe_settings`: an unsafe production configuration (settings that do
+not validate, no JWKS, a development key in it by kid or key material) is
+refused with exit status 2 and one line on stderr before anything creates a
+database, so a SQLite file is never written by a server that may not start.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +67,7 @@ def serve(
     if with_worker:
         os.environ["SAMPLAN_SUBSCRIPTIONS_IN_PROCESS_WORKER"] = "true"
     get_settings.cache_clear()
-    settings = get_settings()
+    settings = _safe_settings()
     if migrate:
         _migrate(settings.database_url)
     if with_worker and workers > 1 and settings.is_sqlite:
@@ -85,22 +92,39 @@ def serve(
 def migrate() -> None:
     """Bring the database schema to the newest revision; say whether it was created,
     upgraded or left as it was."""
-    from samplan.settings import get_settings
-
-    _migrate(get_settings().database_url)
+    _migrate(_safe_settings().database_url)
 
 
 @app.command()
 def worker() -> None:
     """Deliver subscription notifications (any number on PostgreSQL, one on SQLite)."""
     from samplan.observability.logs import configure_logging
-    from samplan.settings import get_settings
     from samplan.subscriptions.worker import run_worker
 
-    settings = get_settings()
+    settings = _safe_settings()
     configure_logging(settings.log_format, settings.log_level)
     # SIGTERM: stop claiming, let in-flight deliveries finish, release every claimed row
     asyncio.run(run_worker(settings))
+
+
+def _safe_settings() -> Settings:
+    """The settings, or exit 2 with the reason when production may not run with them."""
+    from pydantic import ValidationError
+
+    from samplan.security.authn import UnsafeConfiguration, refuse_unsafe_configuration
+    from samplan.settings import get_settings
+
+    try:
+        settings = get_settings()
+        asyncio.run(refuse_unsafe_configuration(settings))
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        typer.echo(f"refusing: invalid settings: {reasons}", err=True)
+        raise typer.Exit(2) from None
+    except UnsafeConfiguration as exc:
+        typer.echo(f"refusing: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _migrate(database_url: str) -> None:
@@ -118,6 +142,7 @@ def load_demo(
     """Load the demo agreement (idempotent: conditional creates)."""
     from samplan.demo import load
 
+    _safe_settings()
     created = asyncio.run(load(path))
     typer.echo(f"demo data loaded ({created} entries)")
 
@@ -179,10 +204,11 @@ def import_notes(
     from samplan.agreement.bulk import import_folder
     from samplan.agreement.notes import AgreementNotes
     from samplan.main import build_services, close_services
-    from samplan.settings import get_settings
+
+    settings = _safe_settings()
 
     async def run() -> None:
-        services = await build_services(get_settings())
+        services = await build_services(settings)
         try:
             notes = AgreementNotes(services.gate.as_service())
             summary = await import_folder(notes, folder, report=report,

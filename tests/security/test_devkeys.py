@@ -14,6 +14,7 @@ from samplan.fhir.errors import Unauthorized
 from samplan.security.devkeys import (
     DEV_KID_PREFIX,
     KEY_FILE_NAME,
+    dev_key_thumbprints,
     is_dev_key,
     load_or_create_dev_key,
 )
@@ -120,6 +121,28 @@ class TestJwksAndRecognition:
     def test_production_keys_are_not_dev_keys(self) -> None:
         keys = KeySet([ECKey.generate_key("P-256", parameters={"kid": "idp-1"})])
         assert not is_dev_key(keys)
+
+
+class TestRecognitionByMaterial:
+    def test_the_dev_key_under_any_kid_is_recognised_by_its_thumbprint(
+        self, tmp_path: Path
+    ) -> None:
+        key = load_or_create_dev_key(tmp_path)
+        known = dev_key_thumbprints(tmp_path)
+        renamed = {"keys": [{**k, "kid": "idp-2026", "alg": "ES256"} for k in key.jwks()["keys"]]}
+        assert not is_dev_key(renamed)  # the kid alone says nothing
+        assert is_dev_key(renamed, known)
+        assert is_dev_key(renamed["keys"][0], known)
+        assert is_dev_key(KeySet.import_key_set(renamed), known)  # type: ignore[arg-type]
+        other = KeySet([ECKey.generate_key("P-256", parameters={"kid": "idp-1"})])
+        assert not is_dev_key(other, known)
+
+    def test_thumbprints_never_create_a_key(self, tmp_path: Path) -> None:
+        assert dev_key_thumbprints(tmp_path) == frozenset()
+        assert list(tmp_path.iterdir()) == []
+        (tmp_path / KEY_FILE_NAME).write_text("{}")
+        with pytest.raises(ValueError, match="does not hold a key"):
+            dev_key_thumbprints(tmp_path)
 
 
 class TestMint:

@@ -12,7 +12,7 @@ from fhir.resources.R4B.basic import Basic
 
 from samplan.subscriptions import delivery
 from samplan.subscriptions.bench import subscription_body
-from samplan.subscriptions.endpoints import check_endpoint, resolve_refusal
+from samplan.subscriptions.endpoints import Address, EndpointGuard, check_endpoint
 from samplan.subscriptions.model import SubscriptionCheck
 from samplan.subscriptions.signing import SIGNATURE_HEADER, SecretBox, signature, verify
 from samplan.subscriptions.topics import TopicError, TopicRegistry, parse_topic
@@ -72,10 +72,13 @@ class TestEndpointSafety:
                               allow_private=False) is None
 
     async def test_delivery_refuses_names_that_resolve_inside(self) -> None:
-        refusal = await resolve_refusal("http://localhost:9/x", allow_private=False)
-        assert refusal is not None
-        assert "private or loopback" in refusal
-        assert await resolve_refusal("http://localhost:9/x", allow_private=True) is None
+        async with httpx.AsyncClient(transport=httpx.MockTransport(
+                lambda _: httpx.Response(204))) as http:
+            result = await delivery.post(http, "http://localhost:9/x", b"{}", secret="x" * 16,
+                                         headers=(), timeout=5, guard=EndpointGuard(False))
+        assert not result.ok
+        assert result.error is not None
+        assert "127.0.0.1" in result.error or "::1" in result.error
 
     def test_the_write_check_uses_the_setting(self) -> None:
         check = SubscriptionCheck(TOPICS, SecretBox(None), base_url="http://x/fhir",
@@ -84,6 +87,16 @@ class TestEndpointSafety:
         [issue] = check(resource)
         assert issue.expression == ("Subscription.channel.endpoint",)
         assert check({"resourceType": "Patient"}) == []
+
+
+async def _public(_host: str, _port: int) -> list[Address]:
+    """A resolver for the names of these tests (no DNS): everything is one public address."""
+    import ipaddress
+
+    return [ipaddress.IPv4Address("93.184.215.14")]
+
+
+PUBLIC = EndpointGuard(False, _public)
 
 
 class TestOnePost:
@@ -97,7 +110,7 @@ class TestOnePost:
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
             result = await delivery.post(
                 http, "https://receiver.example/hook", b'{"a":1}', secret="sixteen-chars-xyz",
-                headers=(("Authorization", "Bearer abc"),), timeout=5, allow_private=True)
+                headers=(("Authorization", "Bearer abc"),), timeout=5, guard=PUBLIC)
         assert result.ok
         assert result.status_code == 202
         [request] = seen
@@ -113,7 +126,7 @@ class TestOnePost:
     async def test_non_2xx_is_a_failure(self, answer: httpx.Response, error: str) -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: answer)) as http:
             result = await delivery.post(http, "https://r.example/", b"{}", secret="x" * 16,
-                                         headers=(), timeout=5, allow_private=True)
+                                         headers=(), timeout=5, guard=PUBLIC)
         assert not result.ok
         assert result.error == error
 
@@ -123,7 +136,7 @@ class TestOnePost:
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
             result = await delivery.post(http, "https://r.example/", b"{}", secret="x" * 16,
-                                         headers=(), timeout=5, allow_private=True)
+                                         headers=(), timeout=5, guard=PUBLIC)
         assert not result.ok
         assert result.error == "ConnectError: connection refused"
 

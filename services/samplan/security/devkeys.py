@@ -5,8 +5,13 @@ but no identity provider. So the first run generates an ES256 key into
 ``<directory>/dev-signing-key.json`` (mode 0600, never committed), later runs
 reuse it, and ``samplan token`` mints tokens with it.
 
-Its ``kid`` always starts with :data:`DEV_KID_PREFIX`; :func:`is_dev_key` looks
-for that prefix so that production settings can refuse to trust this key.
+Its ``kid`` always starts with :data:`DEV_KID_PREFIX`, but a kid is only a
+label: anyone can publish the same public key under another one. So
+:func:`is_dev_key` recognises the key by its material too: the RFC 7638
+thumbprint (joserfc's ``Key.thumbprint``: a hash of the public parameters
+only, kid and alg excluded) of the key in ``<data_dir>/dev-signing-key.json``,
+read by :func:`dev_key_thumbprints` without ever creating one. Production
+refuses a JWKS holding either.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, Key, KeySet, import_key
 
 DEV_KID_PREFIX: Final[str] = "samplan-dev-"
 KEY_FILE_NAME: Final[str] = "dev-signing-key.json"
@@ -116,17 +121,53 @@ def load_or_create_dev_key(directory: Path) -> DevKey:
     return DevKey(key=_read(path), path=path)
 
 
-def is_dev_key(jwks_or_kid: str | Mapping[str, Any] | KeySet) -> bool:
-    """Whether a kid, a JWK, a JWKS or a key set contains the development key."""
+def dev_key_thumbprints(directory: Path) -> frozenset[str]:
+    """The thumbprint of the development key in ``directory``; empty when there is none.
+
+    Never creates a key (production calls this).
+
+    :raises ValueError: a key file is there but cannot be read as a key.
+    """
+    path = directory / KEY_FILE_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read: {error}") from error
+    found = thumbprint(data)
+    if found is None:
+        raise ValueError(f"{path} does not hold a key")
+    return frozenset({found})
+
+
+def thumbprint(key: Mapping[str, Any] | Key) -> str | None:
+    """The RFC 7638 thumbprint of a key or JWK (None when it is no usable key)."""
+    try:
+        imported = key if isinstance(key, Key) else import_key(dict(key))
+        return imported.thumbprint()
+    except (JoseError, ValueError, TypeError, KeyError):
+        return None
+
+
+def is_dev_key(jwks_or_kid: str | Mapping[str, Any] | KeySet | Key,
+               known: Collection[str] = ()) -> bool:
+    """Whether a kid, a JWK, a JWKS, a key or a key set contains a development key:
+    one with a development kid, or (whatever its kid) one of the ``known`` thumbprints."""
     if isinstance(jwks_or_kid, str):
         return jwks_or_kid.startswith(DEV_KID_PREFIX)
     if isinstance(jwks_or_kid, KeySet):
-        return any(is_dev_key(k.kid or "") for k in jwks_or_kid)
+        return any(is_dev_key(k, known) for k in jwks_or_kid)
+    if isinstance(jwks_or_kid, Key):
+        return is_dev_key(jwks_or_kid.kid or "") or (
+            bool(known) and thumbprint(jwks_or_kid) in known)
     keys = jwks_or_kid.get("keys")
     if isinstance(keys, list):
-        return any(isinstance(k, Mapping) and is_dev_key(k) for k in keys)
+        return any(isinstance(k, Mapping) and is_dev_key(k, known) for k in keys)
     kid = jwks_or_kid.get("kid")
-    return isinstance(kid, str) and is_dev_key(kid)
+    if isinstance(kid, str) and is_dev_key(kid):
+        return True
+    return bool(known) and thumbprint(jwks_or_kid) in known
 
 
 def _create(path: Path) -> None:

@@ -1,5 +1,13 @@
 """One notification POST: signed, with the subscriber's headers, bounded in time.
 
+The endpoint's name is resolved once per POST and every address checked
+(:meth:`~samplan.subscriptions.endpoints.EndpointGuard.target`); the request is
+then sent to the address checked, with the endpoint's own ``Host`` and, for
+https, its name for SNI and the certificate check (httpx's ``sni_hostname``
+request extension), so the connection cannot go anywhere the check did not
+see. A kept-alive connection is reused for the same address and port only;
+it was made, and its certificate checked, for an address that passed.
+
 The worker owns one shared ``httpx.AsyncClient`` and passes it in (tests pass
 one built on ``httpx.MockTransport``). A delivery succeeds on any 2xx answer;
 redirects are not followed (a 3xx is a failure: the endpoint is what the
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from samplan import __version__
-from samplan.subscriptions.endpoints import resolve_refusal
+from samplan.subscriptions.endpoints import EndpointGuard, HostError
 from samplan.subscriptions.signing import SIGNATURE_HEADER, signature
 
 USER_AGENT = f"SamPlan/{__version__} (subscription notifications)"
@@ -57,27 +65,34 @@ async def post(
     secret: str,
     headers: tuple[tuple[str, str], ...],
     timeout: float,
-    allow_private: bool,
+    guard: EndpointGuard,
 ) -> DeliveryResult:
-    """POST ``body`` to ``endpoint`` and say how it went (never raises for network trouble)."""
+    """POST ``body`` to ``endpoint`` and say how it went (never raises for network trouble).
+
+    ``headers`` are the subscriber's, in clear (the worker opens them just before).
+    """
     started = time.perf_counter()
 
     def result(ok: bool, status: int | None, error: str | None) -> DeliveryResult:
         return DeliveryResult(ok, status, error, int((time.perf_counter() - started) * 1e6))
 
-    refusal = await resolve_refusal(endpoint, allow_private=allow_private)
-    if refusal:
-        return result(False, None, f"endpoint refused: {refusal}")
-    request_headers = [
-        *headers,
-        ("Content-Type", "application/fhir+json"),
-        ("User-Agent", USER_AGENT),
-        (SIGNATURE_HEADER, signature(secret, body)),
-    ]
     try:
         async with asyncio.timeout(timeout):
-            response = await http.post(endpoint, content=body, headers=request_headers,
-                                       timeout=timeout, follow_redirects=False)
+            try:
+                target = await guard.target(endpoint)
+            except HostError as exc:
+                return result(False, None, f"endpoint refused: {exc}")
+            host, extensions = target.request_options()
+            request = http.build_request(
+                "POST", target.url, content=body, timeout=timeout, extensions=extensions,
+                headers=[
+                    *headers,
+                    *host.items(),
+                    ("Content-Type", "application/fhir+json"),
+                    ("User-Agent", USER_AGENT),
+                    (SIGNATURE_HEADER, signature(secret, body)),
+                ])
+            response = await http.send(request, follow_redirects=False)
             await response.aread()
     except TimeoutError:
         return result(False, None, f"no answer within {timeout:g} s")

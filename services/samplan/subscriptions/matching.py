@@ -9,7 +9,9 @@ Two jobs:
 
 1. A written ``Subscription`` version updates that subscription's state row
    (status, channel, secret; see :func:`samplan.subscriptions.store.sync_state`); a deleted one
-   removes it.
+   removes it. A client's write is refused (422) here when the endpoint's name
+   resolves to a non-public address: the write check cannot wait for DNS, this
+   hook can (endpoints.py).
 2. Each change of a type some topic triggers on is matched against the live
    subscriptions of that topic; every match is numbered in the subscription's
    sequence and appended to ``subscription_events``.
@@ -43,11 +45,13 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from samplan.fhir.dates import now_us
+from samplan.fhir.errors import Unprocessable
 from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
 from samplan.security.commit import Change, CommitView
 from samplan.security.subscriber import SubscriberAccess, principal_of
 from samplan.subscriptions import store as outbox
+from samplan.subscriptions.endpoints import EndpointGuard
 from samplan.subscriptions.model import ChannelConfig, FilterCriterion, read_config, sealed_secret
 from samplan.subscriptions.topics import AGREEMENT_CHANGED, TopicRegistry
 
@@ -107,13 +111,15 @@ class AgreementContext:
 class Matcher:
     """The repository's before-commit hook for subscriptions (one per repository)."""
 
-    def __init__(self, topics: TopicRegistry, *, base_url: str, tz: ZoneInfo) -> None:
+    def __init__(self, topics: TopicRegistry, *, base_url: str, tz: ZoneInfo,
+                 endpoints: EndpointGuard | None = None) -> None:
         unsupported = {t.url for t in topics} - SUPPORTED_TOPICS
         if unsupported:
             raise ValueError(f"no matching code for topics {sorted(unsupported)}")
         self.topics = topics
         self.base_url = base_url
         self.tz = tz
+        self.endpoints = endpoints or EndpointGuard(allow_private=False)
         self.listeners: list[Callable[[], None]] = []
 
     async def __call__(self, tx: CommitView) -> None:
@@ -148,6 +154,10 @@ class Matcher:
                             "; ".join(i.diagnostics for i in issues))
                 await outbox.forget(tx.conn, sid)
                 continue
+            if writer is not None:  # a client's write: the name must resolve to public addresses
+                refusal = await self.endpoints.refusal(config.endpoint)
+                if refusal:
+                    raise Unprocessable(refusal, ["Subscription.channel.endpoint"], code="value")
             await outbox.sync_state(
                 tx.conn, subscription_id=sid, version_id=change.resource.version_id,
                 status=str(change.body.get("status")), config=config,

@@ -5,7 +5,9 @@ runs inside ``validate_resource`` like the identifier and profile checks, so
 create, update, patch and transaction entries all go through it, and a bad
 Subscription is a 422 OperationOutcome before anything is stored). It also
 does what the server owns on write: ``status`` becomes ``requested`` (or stays
-``off``), the payload content gets its default, the secret is sealed.
+``off``), the payload content gets its default, the secret and the header
+values are sealed (``Name: sealed:v1:...``, signing.py), so neither the stored
+nor the served resource holds them in clear.
 
 What is accepted (anything else is a 422 naming the element):
 
@@ -19,7 +21,9 @@ What is accepted (anything else is a 422 naming the element):
 ``channel.payload``                ``application/fhir+json`` (or ``application/json``)
 ``channel.payload`` backport-payload-content  ``empty`` | ``id-only`` (default) |
                                    ``full-resource``
-``channel.header``                 ``Name: value``; not our own headers
+``channel.header``                 ``Name: value``; not our own headers; the
+                                   value is sealed (a sealed one sent back
+                                   must open for that name and endpoint)
 ``channel`` backport-heartbeat-period  seconds, 1..86400
 ``channel`` backport-timeout       seconds, 1..60
 ``channel`` backport-max-count     events per notification, 1..100 (default 1)
@@ -39,7 +43,7 @@ import orjson
 from samplan.fhir.errors import Issue
 from samplan.fhir.indexing import parse_reference
 from samplan.fhir.resource import ID_PATTERN
-from samplan.subscriptions.endpoints import check_endpoint
+from samplan.subscriptions.endpoints import EndpointGuard, check_endpoint
 from samplan.subscriptions.signing import (
     EXT_SECRET,
     MAX_SECRET_LENGTH,
@@ -93,7 +97,7 @@ class ChannelConfig:
     topic: str
     filters: tuple[FilterCriterion, ...]
     endpoint: str
-    headers: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...]  # values as stored: sealed (SecretBox.open_headers)
     content: Content
     heartbeat: int | None
     timeout: float | None
@@ -297,7 +301,12 @@ class SubscriptionCheck:
         self.topics = topics
         self.box = box
         self.base_url = base_url
-        self.allow_private = allow_private
+        # shared with the commit hook, which resolves the endpoint's name (it may await)
+        self.endpoints = EndpointGuard(allow_private)
+
+    @property
+    def allow_private(self) -> bool:
+        return self.endpoints.allow_private
 
     def __call__(self, resource: dict[str, Any]) -> list[Issue]:
         if resource.get("resourceType") != "Subscription":
@@ -305,6 +314,7 @@ class SubscriptionCheck:
         _config, issues = read_config(resource, self.topics, base_url=self.base_url,
                                       allow_private=self.allow_private)
         issues.extend(self._seal_secret(resource))
+        issues.extend(self._seal_headers(resource))
         if issues:
             return issues
         # The server owns the status: a client write (re)starts the handshake, or turns off.
@@ -342,3 +352,31 @@ class SubscriptionCheck:
                                    f"{MAX_SECRET_LENGTH} characters.", where)]
         ext["valueString"] = self.box.seal(value)
         return []
+
+    def _seal_headers(self, resource: dict[str, Any]) -> list[Issue]:
+        """Seal every header value for its name and the endpoint; a sealed one must open."""
+        channel = resource.get("channel")
+        if not isinstance(channel, dict):
+            return []
+        endpoint, headers = channel.get("endpoint"), channel.get("header")
+        if not isinstance(endpoint, str) or not isinstance(headers, list):
+            return []
+        issues: list[Issue] = []
+        sealed: list[Any] = []
+        for index, header in enumerate(headers):
+            name, sep, value = str(header).partition(":")
+            name, value = name.strip(), value.strip()
+            if not sep:  # read_config has said why
+                sealed.append(header)
+            elif not self.box.is_sealed(value):
+                sealed.append(f"{name}: {self.box.seal_header(name, value, endpoint)}")
+            else:
+                try:
+                    self.box.open_header(name, value, endpoint)
+                except ValueError as exc:
+                    issues.append(Issue(
+                        "value", f"{exc}; send the value in clear to replace it.",
+                        (f"Subscription.channel.header[{index}]",)))
+                sealed.append(f"{name}: {value}")
+        channel["header"] = sealed
+        return issues

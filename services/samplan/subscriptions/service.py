@@ -84,7 +84,8 @@ class SubscriptionFeature:
             topics, self.box, base_url=settings.base_url,
             allow_private=settings.subscriptions_allow_private_endpoints,
         )
-        self.matcher = Matcher(topics, base_url=settings.base_url, tz=ZoneInfo(settings.timezone))
+        self.matcher = Matcher(topics, base_url=settings.base_url, tz=ZoneInfo(settings.timezone),
+                               endpoints=self.check.endpoints)
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
 

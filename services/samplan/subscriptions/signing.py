@@ -14,6 +14,13 @@ convention), so a receiver checks it with::
 
     expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     hmac.compare_digest(expected, request.headers["X-Hub-Signature-256"])
+
+The values of ``channel.header`` (a receiver's bearer token, an API key) are
+sealed the same way (:meth:`SecretBox.seal_header`), under a key of their own
+(so a sealed secret is no sealed header and the other way round) and bound
+to the header's name and the endpoint: a sealed value copied into another
+header, or kept while the endpoint changes, does not open, so it can never
+be sent anywhere its writer did not send it in clear.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import base64
 import hashlib
 import hmac
 
+import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
 EXT_SECRET = "https://samplan.se/fhir/StructureDefinition/subscription-signing-secret"
@@ -43,13 +51,17 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
     return header is not None and hmac.compare_digest(signature(secret, body), header)
 
 
+def _fernet(purpose: bytes, key: str | None) -> Fernet:
+    material = hashlib.sha256(purpose + b"\0" + (key or _DEVELOPMENT_KEY).encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(material))
+
+
 class SecretBox:
-    """Seals and opens subscriber secrets with the service's key."""
+    """Seals and opens subscriber secrets and channel header values with the service's key."""
 
     def __init__(self, key: str | None) -> None:
-        material = hashlib.sha256(b"samplan/subscription-secrets\0" +
-                                  (key or _DEVELOPMENT_KEY).encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(material))
+        self._fernet = _fernet(b"samplan/subscription-secrets", key)
+        self._headers = _fernet(b"samplan/subscription-headers", key)
 
     @staticmethod
     def is_sealed(value: str) -> bool:
@@ -66,3 +78,31 @@ class SecretBox:
             return self._fernet.decrypt(sealed[len(SEALED_PREFIX):].encode()).decode()
         except InvalidToken:
             raise ValueError("the sealed secret does not open with this server's key") from None
+
+    def seal_header(self, name: str, value: str, endpoint: str) -> str:
+        """``value`` sealed for the header ``name`` (any case) sent to ``endpoint``."""
+        bound = orjson.dumps([name.lower(), endpoint, value])
+        return SEALED_PREFIX + self._headers.encrypt(bound).decode()
+
+    def open_header(self, name: str, sealed: str, endpoint: str) -> str:
+        """The clear value; ValueError when it was sealed by another key, for another header
+        or another endpoint."""
+        if not self.is_sealed(sealed):
+            raise ValueError("not a sealed header value")
+        try:
+            bound = orjson.loads(self._headers.decrypt(sealed[len(SEALED_PREFIX):].encode()))
+        except (InvalidToken, orjson.JSONDecodeError):
+            raise ValueError("the sealed value does not open with this server's key") from None
+        if (not isinstance(bound, list) or len(bound) != 3 or bound[:2] != [name.lower(), endpoint]
+                or not isinstance(bound[2], str)):
+            raise ValueError("the sealed value was sealed for another header or endpoint")
+        return bound[2]
+
+    def open_headers(self, headers: tuple[tuple[str, str], ...], endpoint: str
+                     ) -> tuple[tuple[str, str], ...]:
+        """A channel's headers in clear, to send (values stored before sealing pass as they are).
+
+        :raises ValueError: a value does not open (another key, header or endpoint).
+        """
+        return tuple((name, self.open_header(name, value, endpoint)
+                      if self.is_sealed(value) else value) for name, value in headers)

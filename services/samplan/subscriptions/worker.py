@@ -53,6 +53,7 @@ from samplan.security.subscriber import principal_of
 from samplan.settings import Settings
 from samplan.subscriptions import delivery, notifications
 from samplan.subscriptions import store as outbox
+from samplan.subscriptions.endpoints import EndpointGuard
 from samplan.subscriptions.signing import SecretBox
 from samplan.subscriptions.store import EventRow, SubscriptionState
 
@@ -91,11 +92,13 @@ class Worker:
         *,
         name: str | None = None,
         rng: random.Random | None = None,
+        endpoints: EndpointGuard | None = None,
     ) -> None:
         self.gate = gate
         self.http = http
         self.settings = settings
         self.box = box
+        self.endpoints = endpoints or EndpointGuard(settings.subscriptions_allow_private_endpoints)
         self.base_url = settings.base_url
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()
@@ -280,10 +283,10 @@ class Worker:
 
     async def _send(self, state: SubscriptionState, body: bytes) -> delivery.DeliveryResult:
         secret = self.box.open(state.secret) if state.secret else ""
+        headers = self.box.open_headers(state.config.headers, state.config.endpoint)
         return await delivery.post(
-            self.http, state.config.endpoint, body, secret=secret,
-            headers=state.config.headers, timeout=self._timeout(state),
-            allow_private=self.settings.subscriptions_allow_private_endpoints,
+            self.http, state.config.endpoint, body, secret=secret, headers=headers,
+            timeout=self._timeout(state), guard=self.endpoints,
         )
 
     def _body(self, state: SubscriptionState, kind: notifications.NotificationType,
