@@ -121,7 +121,7 @@ def extract(response: Mapping[str, Any], *, mappings: MappingSet | None = None) 
     mapping = mapping or detect_variant(note, mappings)
     if note.note_id is None and response.get("id"):
         note = note.model_copy(update={"note_id": f"QuestionnaireResponse/{response['id']}"})
-    agreement, found = note_to_agreement(note, mapping)
+    agreement, found = note_to_agreement(note, mapping, mappings)
     return ParsedNote(
         note=note,
         shape="json",
