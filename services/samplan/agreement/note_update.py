@@ -286,7 +286,7 @@ def _replaced(stored: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
         resource["meta"] = meta
     resource.update(changes)
     url = f"{resource['resourceType']}/{resource['id']}"
-    return {"fullUrl": url, "resource": resource, "request": {"method": "PUT", "url": url}}
+    return {"resource": resource, "request": {"method": "PUT", "url": url}}
 
 
 def _moment(value: Any) -> datetime | None:

@@ -43,7 +43,7 @@ from samplan.mapping.note import (
     parse_text_note,
     split_marker,
 )
-from samplan.mapping.spec import MappingSet, TemplateMapping, default_mappings
+from samplan.mapping.spec import MappingSet, TemplateMapping, default_mappings, fold
 
 __all__ = ["ParsedNote", "detect_variant", "note_to_agreement", "parse_note"]
 
@@ -228,10 +228,29 @@ def note_to_agreement(
     return agreement, warnings
 
 
-def _inline(keyword: str, text: str | None, mapping: TemplateMapping) -> tuple[str, str | None]:
-    """A JSON keyword written with its text after a colon: "Fortsatt planering: Ny HbA1c"."""
+def _known(keyword: str, mapping: TemplateMapping, mappings: MappingSet) -> bool:
+    """A keyword of the variant, of another variant, or an internal one."""
+    return (
+        mapping.entry_for(keyword) is not None
+        or fold(keyword) in mappings.any_keyword
+        or mapping.is_internal(keyword)
+        or mappings.is_internal(keyword)
+    )
+
+
+def _inline(
+    keyword: str, text: str | None, mapping: TemplateMapping, mappings: MappingSet
+) -> tuple[str, str | None]:
+    """A JSON keyword written with its text after a colon: "Fortsatt planering: Ny HbA1c".
+
+    Read as the printed shape reads such a line: when the part before the colon
+    is a known keyword and the keyword as a whole is not, it is that keyword,
+    and the rest is the first line of its text.
+    """
+    if _known(keyword, mapping, mappings):
+        return keyword, text
     head, colon, rest = keyword.partition(":")
-    if colon and head.strip() and rest.strip() and mapping.entry_for(head.strip()) is not None:
+    if colon and head.strip() and rest.strip() and _known(head.strip(), mapping, mappings):
         return head.strip(), rest.strip() + (f"\n{text}" if text else "")
     return keyword, text
 
@@ -245,9 +264,7 @@ def _item(
     warnings: list[Issue],
 ) -> AgreementItem | None:
     keyword, marked = split_marker(node.keyword, mapping.patient_authored_marker)
-    written = node.text
-    if mapping.entry_for(keyword) is None and not mappings.is_internal(keyword):
-        keyword, written = _inline(keyword, written, mapping)
+    keyword, written = _inline(keyword, node.text, mapping, mappings)
     text = normalise_text(written)
     entry = mapping.entry_for(keyword)
     if not text:
