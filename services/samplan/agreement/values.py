@@ -371,7 +371,7 @@ def parse_planned_time(line: str, note_date: date | None) -> PlannedTime:
 
 
 def _next_day_month(day: int, month: int, anchor: date, written: str) -> date:
-    for year in (anchor.year, anchor.year + 1):
+    for year in range(anchor.year, anchor.year + 5):  # 29/2: the next leap year
         try:
             candidate = date(year, month, day)
         except ValueError:
@@ -380,7 +380,7 @@ def _next_day_month(day: int, month: int, anchor: date, written: str) -> date:
             raise Unreadable(f"'{written}' is not a day and month") from None
         if candidate >= anchor:
             return candidate
-    raise Unreadable(f"'{written}' is not a day of the coming year")
+    raise Unreadable(f"'{written}' is not a day and month")
 
 
 def _next_week(week: int, anchor: date, written: str) -> date:
