@@ -813,3 +813,39 @@ class TestDeclaredCharsets:
         assert declared.json()["issue"][0]["expression"] == ["Content-Type"]
         unknown = await post_note(client, b"x", "text/plain; charset=koi8-r")
         assert unknown.status_code == 415
+
+
+class TestAGuardianReachesTheChild:
+    """Item 8 with the access rules on: the birth date from the samordningsnummer is what lets
+    a guardian of a child under 13 in, and a relative never sees what is internal."""
+
+    async def test_a_guardian_sees_the_childs_agreement_and_nothing_internal(
+        self, secure_client: httpx.AsyncClient, secure_services: Any, mint: Any
+    ) -> None:
+        staff = mint("user/*.cruds", user="SE2321000073-1002", care_unit="SE2321000073-2002")
+        imported = await secure_client.post(
+            "/fhir/CarePlan/$import-note", content=KALMAR_TYPED.encode(),
+            headers={"Authorization": f"Bearer {staff}", "Content-Type": "text/plain"})
+        assert imported.status_code == 201, imported.text
+        plan = json.loads((await secure_services.fhir.read(
+            "CarePlan", plan_id(imported))).content)
+        child = plan["subject"]["reference"].split("/")[1]
+        guardian = (await secure_services.fhir.create("RelatedPerson", {
+            "resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child}"},
+            "relationship": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                "code": "FTH"}]}]})).stored.resource_id
+        token = mint("patient/*.rs", patient=child, fhir_user=f"RelatedPerson/{guardian}")
+        headers = {"Authorization": f"Bearer {token}"}
+        path = f"/fhir/Patient/{child}/$agreement"
+        page = await secure_client.get(path, headers={**headers, "Accept": "text/html"})
+        document = await secure_client.get(path, headers=headers)
+        patient = await secure_client.get(f"/fhir/Patient/{child}", headers=headers)
+        assert (page.status_code, document.status_code, patient.status_code) == (200, 200, 200)
+        assert patient.json()["birthDate"] == "2016-03-15"
+        assert "samordningsnummer 20160375-1239" in page.text
+        for body in (page.text, document.text):
+            assert "Elsa tar sin inhalator morgon och kväll, pappa påminner." in body
+            assert "NOPATIENT" not in body
+            for word in INTERNAL_WORDS:
+                assert word not in body
