@@ -377,3 +377,13 @@ class TestNotesAsTyped:
         (reach,) = view.reach_care
         assert [(link.label, link.href, link.hours) for link in reach.links] == [
             ("0480-123 40", "tel:+4648012340", "vardagar 08.00–16.30")]
+
+
+def test_the_label_written_on_import_is_the_one_the_patients_view_removes() -> None:
+    from samplan.agreement.codes import DS4P_INLINE_LABEL, nopatient_label
+
+    assert DS4P_INLINE_LABEL == EXT_INLINE_SECURITY_LABEL
+    assert nopatient_label() == LABEL[0]
+    plan = {"resourceType": "CarePlan", "note": [{"extension": [nopatient_label()],
+                                                  "text": "Internt."}]}
+    assert strip_nopatient(plan) == {"resourceType": "CarePlan"}

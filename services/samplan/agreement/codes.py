@@ -28,8 +28,8 @@ __all__ = [
     "CONTACT_KIND_SYSTEM",
     "CONTACT_PART_CODES",
     "COSMIC_NOTE_ID_SYSTEM",
+    "DS4P_INLINE_LABEL",
     "EXT_AUTHOR_TITLE",
-    "EXT_INLINE_SECURITY_LABEL",
     "EXT_NOTE_KEYWORD",
     "EXT_NOTE_TEMPLATE",
     "EXT_NOTE_TEXT",
@@ -177,17 +177,18 @@ EXT_AUTHOR_TITLE: Final = f"{BASE}/StructureDefinition/author-title"
 # -- security labels ----------------------------------------------------------
 NOPATIENT_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 NOPATIENT_CODE: Final = "NOPATIENT"
-EXT_INLINE_SECURITY_LABEL: Final = (
+DS4P_INLINE_LABEL: Final = (
     "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label"
 )
-"""HL7 DS4P *Inline Security Label* (valueCoding): the label on one element of a resource.
-The same URL the patient's view redacts by (``patient_view.EXT_INLINE_SECURITY_LABEL``)."""
+"""HL7 DS4P *Inline Security Label* extension (valueCoding): the label on one element of a
+resource (HL7's URL, so not an ``EXT_`` of ours). The same URL the patient's view redacts
+by (``patient_view.EXT_INLINE_SECURITY_LABEL``)."""
 
 
 def nopatient_label() -> dict[str, object]:
     """A fresh DS4P inline ``NOPATIENT`` label, for the element that holds professional-only
     words (an internal remark's ``CarePlan.note``, a number for professionals only)."""
     return {
-        "url": EXT_INLINE_SECURITY_LABEL,
+        "url": DS4P_INLINE_LABEL,
         "valueCoding": {"system": NOPATIENT_SYSTEM, "code": NOPATIENT_CODE},
     }

@@ -29,8 +29,8 @@ from samplan.agreement.codes import (
     CONTACT_KIND_SYSTEM,
     CONTACT_PART_CODES,
     COSMIC_NOTE_ID_SYSTEM,
+    DS4P_INLINE_LABEL,
     EXT_AUTHOR_TITLE,
-    EXT_INLINE_SECURITY_LABEL,
     EXT_NOTE_KEYWORD,
     EXT_NOTE_TEMPLATE,
     EXT_NOTE_TEXT,
@@ -323,7 +323,7 @@ def _internal_notes(careplan: Resource) -> list[AgreementItem]:
     items: list[AgreementItem] = []
     for note in careplan.get("note") or []:
         labelled = any(
-            extension.get("url") == EXT_INLINE_SECURITY_LABEL
+            extension.get("url") == DS4P_INLINE_LABEL
             and (extension.get("valueCoding") or {}).get("code") == NOPATIENT_CODE
             for extension in note.get("extension") or []
         )
