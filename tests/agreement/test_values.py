@@ -273,7 +273,7 @@ class TestTelephoneHoursAndAudience:
         ],
     )
     def test_opening_hours_are_never_numbers(self, text: str, found: list[FoundContact]) -> None:
-        assert find_contact_points(text) == found
+        assert list(find_contact_points(text)) == found
         assert parse_contact_points(text) == [f.point for f in found]
 
     @pytest.mark.parametrize(

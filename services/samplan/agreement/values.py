@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -444,12 +445,16 @@ _HOURS_WORD = (
     r"(?:helgfria\s+vardagar|vardagar|vardag|helger|helgdagar|alla\s+dagar|dagligen|"
     r"telefontid(?:er)?|telefontider|öppettider|öppet|tider|dagtid)(?!\w)"
 )
-_HOURS = re.compile(
-    rf"(?P<lead>(?:(?:{_HOURS_WORD}|{_DAY_NAME}(?:\s*[-–—]\s*{_DAY_NAME})?)[\s,:]*)*)"
-    rf"(?P<kl>(?:kl\.?|klockan)\s*)?"
-    rf"(?<![\d.:])(?P<a>{_TIME_OF_DAY})\s*[-–—]\s*(?P<b>{_TIME_OF_DAY})(?![\d])",
+_TIME_RANGE = re.compile(
+    rf"(?<![\d.:])(?P<a>{_TIME_OF_DAY})\s*[-–—]\s*(?P<b>{_TIME_OF_DAY})(?!\d)"
+)
+_HOURS_LEAD = re.compile(
+    rf"(?:(?<!\w)(?:{_HOURS_WORD}|{_DAY_NAME}(?:\s*[-–—]\s*{_DAY_NAME})?)[\s,:]*)*"
+    r"(?P<kl>(?<!\w)(?:kl\.?|klockan)\s*)?$",
     re.IGNORECASE,
 )
+_LEAD_WINDOW = 60
+"""How far before a time range its day words may start ("helgfria vardagar mån-fre kl")."""
 _PROFESSIONALS = (
     r"(?:vård)?personal(?:en)?|hemsjukvård(?:en)?|hemtjänst(?:en)?|sjuksköterskor(?:na)?|"
     r"läkare(?:n|na)?|kollegor(?:na)?|vårdgivare(?:n|na)?|yrkesverksamma|professionella|"
@@ -463,20 +468,34 @@ _PROFESSIONAL_ONLY = re.compile(
 )
 
 
-def _is_hours(match: re.Match[str]) -> bool:
-    """A time range is opening hours when a time has minutes, or days or "kl" lead it.
+def _opening_hours(text: str) -> list[tuple[int, int, str]]:
+    """Opening hours in ``text``: (start, end, the words as written, days included).
 
-    "08.00–16.30" and "mån-fre 8-17" are hours; a bare "08-17" could be the
-    start of a Stockholm number (08-17 45 67) and is left to the phone reader.
+    A time range is opening hours when a time has minutes, or day words or
+    "kl" lead it: "08.00–16.30" and "mån-fre 8-17" are hours; a bare "08-17"
+    could be the start of a Stockholm number (08-17 45 67) and is left to the
+    phone reader.
     """
-    with_minutes = any(sep in match[name] for name in ("a", "b") for sep in ".:")
-    return with_minutes or bool(match["lead"].strip()) or bool(match["kl"])
+    found: list[tuple[int, int, str]] = []
+    for match in _TIME_RANGE.finditer(text):
+        window_start = max(0, match.start() - _LEAD_WINDOW, text.rfind("\n", 0, match.start()) + 1)
+        lead = _HOURS_LEAD.search(text, window_start, match.start())
+        start = lead.start() if lead is not None and lead.group().strip() else match.start()
+        with_minutes = any(sep in match[name] for name in ("a", "b") for sep in ".:")
+        if with_minutes or start < match.start():
+            words = " ".join(text[start:match.end()].split()).strip(" ,:")
+            found.append((start, match.end(), words))
+    return found
 
 
-def find_contact_points(text: str) -> list[FoundContact]:
+@lru_cache(maxsize=4096)
+def find_contact_points(text: str) -> tuple[FoundContact, ...]:
     """Every way of reaching someone in ``text``, in order, each with its hours and audience.
 
-    Opening hours are found first and are never read as a number (``08.00-16.30``
+    Remembered per text (a note's texts are read twice, for the warnings and for
+    the resources, and the patient's page reads them on every view); the
+    points are shared, so copy one before changing it. Opening hours are found
+    first and are never read as a number (``08.00-16.30``
     is not ``+468001630``); they belong to the nearest number before them on
     the line (else the next one). A professionals-only marker belongs to the
     number right before it on the line ("0480-123 99 (endast för
@@ -484,11 +503,7 @@ def find_contact_points(text: str) -> list[FoundContact]:
     precedes it ("Endast för personal: 0480-123 99").
     """
     found: list[tuple[int, int, dict[str, Any]]] = []
-    hours_spans = [
-        (m.start(), m.end(), " ".join(m[0].split()).strip(" ,:"))
-        for m in _HOURS.finditer(text)
-        if _is_hours(m)
-    ]
+    hours_spans = _opening_hours(text)
     taken: list[tuple[int, int]] = [(start, end) for start, end, _ in hours_spans]
 
     def add(start: int, end: int, point: dict[str, Any]) -> bool:
@@ -528,14 +543,14 @@ def find_contact_points(text: str) -> list[FoundContact]:
         owner = _owner(text, phones, match.start(), match.end(), forward=bool(match["colon"]))
         if owner is not None:
             professional.add(owner)
-    return [
+    return tuple(
         FoundContact(
             point,
             hours="; ".join(hours[start]) if start in hours else None,
             professional_only=start in professional,
         )
         for start, _, point in found
-    ]
+    )
 
 
 def _owner(
@@ -560,7 +575,7 @@ def parse_contact_points(text: str) -> list[dict[str, Any]]:
     Values are kept as written (lightly normalised), in the order they appear;
     opening hours are not numbers (:func:`find_contact_points` says more).
     """
-    return [found.point for found in find_contact_points(text)]
+    return [dict(found.point) for found in find_contact_points(text)]
 
 
 # -- people, HSA-ids, plans -------------------------------------------------------------------
