@@ -849,3 +849,34 @@ class TestAGuardianReachesTheChild:
             assert "NOPATIENT" not in body
             for word in INTERNAL_WORDS:
                 assert word not in body
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "FHIR reads by a patient or relative do not yet remove elements with the DS4P inline "
+        "NOPATIENT label (only $agreement does); the lead is moving that redaction into "
+        "security/ for every output path. Remove this marker when that lands."))
+    async def test_a_relatives_fhir_reads_leave_out_what_is_labelled(
+        self, secure_client: httpx.AsyncClient, secure_services: Any, mint: Any
+    ) -> None:
+        staff = mint("user/*.cruds", user="SE2321000073-1002", care_unit="SE2321000073-2002")
+        imported = await secure_client.post(
+            "/fhir/CarePlan/$import-note", content=KALMAR_TYPED.encode(),
+            headers={"Authorization": f"Bearer {staff}", "Content-Type": "text/plain"})
+        plan = json.loads((await secure_services.fhir.read(
+            "CarePlan", plan_id(imported))).content)
+        child = plan["subject"]["reference"].split("/")[1]
+        guardian = (await secure_services.fhir.create("RelatedPerson", {
+            "resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child}"},
+            "relationship": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                "code": "MTH"}]}]})).stored.resource_id
+        token = mint("patient/*.rs", patient=child, fhir_user=f"RelatedPerson/{guardian}")
+        headers = {"Authorization": f"Bearer {token}"}
+        careplan = await secure_client.get(f"/fhir/CarePlan/{plan['id']}", headers=headers)
+        careteam = await secure_client.get(f"/fhir/{plan['careTeam'][0]['reference']}",
+                                           headers=headers)
+        assert (careplan.status_code, careteam.status_code) == (200, 200)
+        for body in (careplan.text, careteam.text):
+            assert "NOPATIENT" not in body
+            assert "0480-840 99" not in json.dumps(json.loads(body).get("telecom"))
+            for word in INTERNAL_WORDS:
+                assert word not in body
