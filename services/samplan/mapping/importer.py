@@ -2,8 +2,8 @@
 
 This is what ``POST /fhir/CarePlan/$import-note`` calls. The steps:
 
-1. :func:`~samplan.mapping.note.decode_body`: media type and strict UTF-8
-   (415 / 400);
+1. :func:`~samplan.mapping.note.decode_body`: media type and charset (UTF-8,
+   or windows-1252, iso-8859-1, us-ascii when declared) (415 / 400);
 2. the note's shape into a :class:`~samplan.mapping.note.Note` (400 with the
    JSON path for a wrong JSON shape);
 3. choose the template variant: the hint if given, else the one whose
@@ -20,7 +20,8 @@ This is what ``POST /fhir/CarePlan/$import-note`` calls. The steps:
    that cannot be read become warnings (the words are kept regardless).
 
 Warnings are ``Issue(severity="warning")`` whose ``expression`` is the keyword
-path, e.g. ``Överenskommelse/Vården ansvarar för/Okänt sökord``.
+path, e.g. ``Överenskommelse/Vården ansvarar för/Okänt sökord``; the API
+returns them in the CarePlan entry's ``response.outcome`` (docs/mapping.md).
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
 """A journal note as a keyword tree, read from either shape a journal hands us.
 
-Two shapes carry the same note (examples in shared/examples/cosmic/):
+Two shapes carry the same note (examples in ``examples/notes/``):
 
 * **JSON** from an integration engine (``application/json``): validated with
   pydantic; a wrong shape is a :class:`~samplan.fhir.errors.BadRequest` whose
   issues name the JSON path (``$.keywords[1].children[0].text``).
-* **Printed text** (``text/plain``, UTF-8, any line endings): header lines
-  (``Patient:``, ``Vårdenhet:``, ``Signerad:``, optionally ``Anteckningsid:``),
-  then keywords as lines of their own. Which lines are keywords, and how the
-  flat lines nest, comes from a :class:`~samplan.mapping.spec.TemplateMapping`:
-  a line is a keyword when it *is* a keyword of the variant (folded), or of
-  any other variant (then it is an unknown keyword for this one), or one of
-  the surrounding template's keywords (which ends the agreement section). The
-  text under a keyword runs until the next keyword.
+* **Printed text** (``text/plain``, any line endings; UTF-8 unless another
+  charset is declared): header lines (``Patient:``, ``Vårdenhet:``,
+  ``Signerad:``, optionally ``Anteckningsid:``), then keywords as lines of
+  their own, typed as people type them (capitals, a colon or dots, extra
+  spaces, indentation) or with their text after a colon on the same line.
+  Which lines are keywords, and how the flat lines nest, comes from a
+  :class:`~samplan.mapping.spec.TemplateMapping` (:func:`read_heading`); where
+  the agreement section ends comes from the template's structure, not from
+  one line (:func:`parse_text_note`). The text under a keyword runs until the
+  next keyword.
 
 Both give a :class:`Note`. Text is normalised the same way for both: line
 endings become ``\\n``, trailing whitespace on each line and blank lines
