@@ -343,3 +343,49 @@ class TestCoCreationRules:
         else:
             with pytest.raises(Forbidden):
                 await coauthoring.default_check(actor, contribution)
+
+
+class TestNotesAsTyped:
+    """Issue 13: the number named by its kind, validity as written, hours and audiences."""
+
+    def test_a_samordningsnummer_is_named_so(self) -> None:
+        patient = {"resourceType": "Patient", "id": "p1", "identifier": [{
+            "system": "http://electronichealth.se/identifier/samordningsnummer",
+            "value": "201603751239"}]}
+        view = build_view(make_record(patient=patient), now=NOW)
+        assert (view.identifier_kind, view.personnummer) == ("Samordningsnummer",
+                                                             "20160375-1239")
+        assert build_view(make_record(), now=NOW).identifier_kind == "Personnummer"
+
+    def test_a_plan_from_a_note_without_validity_keyword_has_no_validity(self) -> None:
+        record = make_record()
+        plan = copy.deepcopy(record.careplans[0])
+        plan["identifier"] = [{"system": "https://samplan.se/fhir/NamingSystem/cosmic-note-id",
+                               "value": "n1"}]
+        plan["period"] = {"start": "2026-11-20"}
+        header = build_view(make_record(careplans=(plan,)), now=NOW).agreements[0]
+        assert (header.validity, header.start, header.end) == (None, None, None)
+        plan["period"]["extension"] = [{"url": "https://samplan.se/fhir/StructureDefinition/"
+                                               "note-text", "valueString": "tillsvidare"}]
+        header = build_view(make_record(careplans=(plan,)), now=NOW).agreements[0]
+        assert header.validity == "Gäller från 20 november 2026 tills vidare"
+
+    def test_hours_go_with_the_number_and_professional_numbers_get_no_link(self) -> None:
+        record = make_record()
+        team = copy.deepcopy(record.careteams[0])
+        team["note"][0]["text"] = ("Telefon 0480-123 40 vardagar 08.00–16.30. "
+                                   "Direkt 0480-123 99 (endast för hemsjukvården).")
+        view = build_view(make_record(careteams=(team,)), now=NOW)
+        (reach,) = view.reach_care
+        assert [(link.label, link.href, link.hours) for link in reach.links] == [
+            ("0480-123 40", "tel:+4648012340", "vardagar 08.00–16.30")]
+
+
+def test_the_label_written_on_import_is_the_one_the_patients_view_removes() -> None:
+    from samplan.agreement.codes import DS4P_INLINE_LABEL, nopatient_label
+
+    assert DS4P_INLINE_LABEL == EXT_INLINE_SECURITY_LABEL
+    assert nopatient_label() == LABEL[0]
+    plan = {"resourceType": "CarePlan", "note": [{"extension": [nopatient_label()],
+                                                  "text": "Internt."}]}
+    assert strip_nopatient(plan) == {"resourceType": "CarePlan"}

@@ -8,12 +8,17 @@ import pytest
 
 from samplan.agreement.values import (
     SWEDISH_TIME,
+    FoundContact,
+    PlannedTime,
     Unreadable,
+    UnreadableTime,
     Validity,
+    find_contact_points,
     find_hsa_ids,
     parse_agreed_time,
     parse_contact_points,
     parse_date,
+    parse_planned_time,
     parse_validity,
     person_display,
     plan_types,
@@ -145,7 +150,7 @@ class TestAgreedTime:
             parse_agreed_time("2027-01-12, Hälsocentralen")
 
     def test_text_without_a_date_is_refused(self) -> None:
-        with pytest.raises(Unreadable, match="does not start with a date"):
+        with pytest.raises(Unreadable, match="has no date"):
             parse_agreed_time("om tre veckor")
 
 
@@ -176,6 +181,115 @@ class TestContactPoints:
 
     def test_dates_and_personnummer_are_not_phone_numbers(self) -> None:
         assert parse_contact_points("2027-01-12 09:30, 19450101-1235, vardagar 08-17") == []
+
+
+class TestTimesAnywhereInTheLine:
+    @pytest.mark.parametrize(
+        ("line", "start", "location"),
+        [
+            ("Återbesök 2027-01-20 kl. 08.15, KBT-samtal", "2027-01-20T08:15:00+01:00", None),
+            ("tisdag 15 juni 2027 kl. 9.30", "2027-06-15T09:30:00+02:00", None),
+            ("2027-03-15 kl 14.30", "2027-03-15T14:30:00+01:00", None),
+            ("Läkarbesök tisdag 15 juni 2027 kl. 9.30 på barnmottagningen",
+             "2027-06-15T09:30:00+02:00", "barnmottagningen"),
+            ("Hembesök den 2 mars 2027 kl 13 hos patienten", "2027-03-02T13:00:00+01:00",
+             "patienten"),
+            ("2027-01-12 09:30, Hälsocentralen Lindsdal", "2027-01-12T09:30:00+01:00",
+             "Hälsocentralen Lindsdal"),
+        ],
+    )
+    def test_the_first_date_and_time_of_the_line(
+        self, line: str, start: str, location: str | None
+    ) -> None:
+        agreed = parse_agreed_time(line)
+        assert (agreed.start.isoformat(), agreed.location, agreed.line) == (start, location, line)
+
+    def test_a_date_inside_a_number_is_not_a_date(self) -> None:
+        with pytest.raises(Unreadable):
+            parse_agreed_time("Ring 0480-2027-01-20 09:30")
+
+    def test_a_time_that_cannot_be_booked_says_so(self) -> None:
+        with pytest.raises(UnreadableTime, match="does not exist"):
+            parse_agreed_time("Återbesök 2027-03-28 kl. 02.30")
+        with pytest.raises(UnreadableTime, match="no valid time"):
+            parse_agreed_time("Återbesök 2027-03-28 kl. 25.30")
+
+
+class TestPlannedTimes:
+    @pytest.mark.parametrize(
+        ("line", "start", "end"),
+        [
+            ("v. 12", date(2027, 3, 22), date(2027, 3, 28)),
+            ("Kontroll vecka 48", date(2026, 11, 23), date(2026, 11, 29)),  # not over yet
+            ("v 46", date(2027, 11, 15), date(2027, 11, 21)),  # over: next year's
+            ("om 3 månader", date(2027, 2, 20), date(2027, 2, 20)),
+            ("Återbesök om tre veckor", date(2026, 12, 11), date(2026, 12, 11)),
+            ("inom 6 veckor", NOTE_DATE, date(2027, 1, 1)),
+            ("15/3", date(2027, 3, 15), date(2027, 3, 15)),
+            ("Blodprov 20/11", date(2026, 11, 20), date(2026, 11, 20)),
+            ("29/2", date(2028, 2, 29), date(2028, 2, 29)),
+            ("2027-01-12, Hälsocentralen", date(2027, 1, 12), date(2027, 1, 12)),
+        ],
+    )
+    def test_planned_from_the_note_date(self, line: str, start: date, end: date) -> None:
+        planned = parse_planned_time(line, NOTE_DATE)
+        assert (planned.start, planned.end, planned.line) == (start, end, line)
+
+    def test_the_reading_is_said_in_words(self) -> None:
+        assert parse_planned_time("v. 12", NOTE_DATE) == PlannedTime(
+            "v. 12", date(2027, 3, 22), date(2027, 3, 28), "'v. 12' as week 12 of 2027")
+
+    @pytest.mark.parametrize("line", ["v. 12", "om 3 månader", "15/3"])
+    def test_relative_forms_need_the_notes_date(self, line: str) -> None:
+        with pytest.raises(Unreadable):
+            parse_planned_time(line, None)
+
+    @pytest.mark.parametrize("line", ["Ring mig", "32/3", "v. 60", "1/2 tablett"])
+    def test_what_is_no_time_is_unreadable(self, line: str) -> None:
+        if line == "1/2 tablett":  # a day and month as far as the words go: 1 February
+            assert parse_planned_time(line, NOTE_DATE).start == date(2027, 2, 1)
+            return
+        with pytest.raises(Unreadable):
+            parse_planned_time(line, NOTE_DATE)
+
+
+class TestTelephoneHoursAndAudience:
+    @pytest.mark.parametrize(
+        ("text", "found"),
+        [
+            ("Telefon 0480-840 00 vardagar 08.00–16.30",
+             [FoundContact({"system": "phone", "value": "0480-840 00"},
+                           hours="vardagar 08.00–16.30")]),
+            ("telefontid 08.00-09.00", []),
+            ("mån-fre 08.15-12.00, tel 0480-123 45",
+             [FoundContact({"system": "phone", "value": "0480-123 45"},
+                           hours="mån-fre 08.15-12.00")]),
+            ("Ring 0480-840 10 vardagar 08-17, telefontid 08.00-09.00",
+             [FoundContact({"system": "phone", "value": "0480-840 10"},
+                           hours="vardagar 08-17; telefontid 08.00-09.00")]),
+            ("Mottagningen 08-123 456 78 kl 8-12", [FoundContact(
+                {"system": "phone", "value": "08-123 456 78"}, hours="kl 8-12")]),
+            ("Stockholm 08-17 45 67", [FoundContact({"system": "phone", "value": "08-17 45 67"})]),
+        ],
+    )
+    def test_opening_hours_are_never_numbers(self, text: str, found: list[FoundContact]) -> None:
+        assert list(find_contact_points(text)) == found
+        assert parse_contact_points(text) == [f.point for f in found]
+
+    @pytest.mark.parametrize(
+        ("text", "professional"),
+        [
+            ("Direkt 0480-840 99 (endast för hemsjukvården).", ["0480-840 99"]),
+            ("Tel 0480-840 00. Endast för personal: 0480-840 99", ["0480-840 99"]),
+            ("0480-840 99, ej till patienten; 0480-840 00 till mottagningen", ["0480-840 99"]),
+            ("Internt nummer 0480-840 99", ["0480-840 99"]),
+            ("Ring 0480-840 00, endast för akuta ärenden", []),
+            ("Tel 0480-840 00 (endast för patienter)", []),
+        ],
+    )
+    def test_numbers_for_professionals_only(self, text: str, professional: list[str]) -> None:
+        marked = [f.point["value"] for f in find_contact_points(text) if f.professional_only]
+        assert marked == professional
 
 
 class TestPeopleAndIds:

@@ -109,6 +109,16 @@ class TestExtract:
         ]  # fmt: skip
         assert [w.expression for w in parsed.warnings] == [("Överenskommelse/Hjälpmedel",)]
 
+    def test_the_internal_keyword_is_asked_last_and_read_as_internal(self) -> None:
+        (section,) = questionnaire(REGION)["item"]
+        assert section["item"][-1] == {"linkId": "intern-anteckning", "text": "Intern anteckning",
+                                       "type": "text", "repeats": True}
+        items = [*response()["item"][0]["item"],
+                 {"linkId": "intern-anteckning", "answer": [{"valueString": "Hotfull son."}]}]
+        parsed = extract(response(item=[{"linkId": "overenskommelse", "item": items}]))
+        assert [(i.keyword, i.text) for i in parsed.agreement.of(Part.INTERNAL)] == [
+            ("Intern anteckning", "Hotfull son.")]
+
     def test_a_response_without_patient_identifier_is_unprocessable(self) -> None:
         with pytest.raises(Unprocessable) as raised:
             extract(response(subject={"reference": "Patient/1"}))

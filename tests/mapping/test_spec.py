@@ -91,9 +91,17 @@ class TestShippedVariants:
         assert sorted(p.stem for p in MAPPINGS.glob("*.yaml")) == sorted(default_mappings().by_id)
 
 
+def test_internal_keywords_are_listed_in_every_shipped_variant() -> None:
+    for mapping in default_mappings():
+        assert "Intern anteckning" in mapping.internal_keywords
+        assert mapping.is_internal("INTERN ANTECKNING (visas ej för patienten):")
+
+
 def test_fold_ignores_case_diacritics_spacing_and_trailing_dots() -> None:
     assert fold("  Vid  FÖRSÄMRING kan patienten….. ") == "vid forsamring kan patienten"
     assert fold("Patienten kan kontakta vården:") == "patienten kan kontakta varden"
+    assert fold("Patienten\u00a0kan\u200b kontakta\tvården via...") == (
+        "patienten kan kontakta varden via")
 
 
 class TestAddingAVariant:
@@ -122,6 +130,8 @@ class TestAddingAVariant:
             ("title: [unclosed\n", "cannot be read"),
             ("- just a list\n", "must be a mapping"),
             (MINIMAL_VARIANT + "id: something-else\n", "must be the file's name"),
+            (MINIMAL_VARIANT + "internal_keywords: [Intern anteckning, VI GÖR]\n",
+             "internal keyword 'VI GÖR' is also another keyword"),
         ],
     )
     def test_a_broken_file_is_refused_naming_the_fault(

@@ -28,6 +28,7 @@ __all__ = [
     "CONTACT_KIND_SYSTEM",
     "CONTACT_PART_CODES",
     "COSMIC_NOTE_ID_SYSTEM",
+    "DS4P_INLINE_LABEL",
     "EXT_AUTHOR_TITLE",
     "EXT_NOTE_KEYWORD",
     "EXT_NOTE_TEMPLATE",
@@ -36,6 +37,8 @@ __all__ = [
     "EXT_TEMPLATE_VARIANT",
     "HSA_SYSTEM",
     "INERA_CAREPLAN_TYPE_SYSTEM",
+    "NOPATIENT_CODE",
+    "NOPATIENT_SYSTEM",
     "PART_ACTIVITY_KIND",
     "PART_DEFAULT_KEYWORD",
     "PATIENT_PERFORMED_PARTS",
@@ -46,6 +49,7 @@ __all__ = [
     "PROFILE_GOAL",
     "SAMORDNINGSNUMMER_SYSTEM",
     "SECTION_DEFAULT_KEYWORD",
+    "nopatient_label",
 ]
 
 BASE: Final = "https://samplan.se/fhir"
@@ -133,6 +137,7 @@ PART_DEFAULT_KEYWORD: Final[dict[Part, str]] = {
     Part.COORDINATED_PLAN: "Sammanhållen planering",
     Part.GOAL: "Mål",
     Part.OTHER: "Övrigt",
+    Part.INTERNAL: "Intern anteckning",
 }
 """The keyword an item gets when FHIR carries none (a resource written without a note)."""
 
@@ -167,3 +172,23 @@ EXT_TEMPLATE_VARIANT: Final = f"{BASE}/StructureDefinition/keyword-template-vari
 
 EXT_AUTHOR_TITLE: Final = f"{BASE}/StructureDefinition/author-title"
 """valueString on ``CarePlan.author``: the signer's title as the note gives it."""
+
+
+# -- security labels ----------------------------------------------------------
+NOPATIENT_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+NOPATIENT_CODE: Final = "NOPATIENT"
+DS4P_INLINE_LABEL: Final = (
+    "http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label"
+)
+"""HL7 DS4P *Inline Security Label* extension (valueCoding): the label on one element of a
+resource (HL7's URL, so not an ``EXT_`` of ours). The same URL the patient's view redacts
+by (``patient_view.EXT_INLINE_SECURITY_LABEL``)."""
+
+
+def nopatient_label() -> dict[str, object]:
+    """A fresh DS4P inline ``NOPATIENT`` label, for the element that holds professional-only
+    words (an internal remark's ``CarePlan.note``, a number for professionals only)."""
+    return {
+        "url": DS4P_INLINE_LABEL,
+        "valueCoding": {"system": NOPATIENT_SYSTEM, "code": NOPATIENT_CODE},
+    }

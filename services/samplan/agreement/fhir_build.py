@@ -16,7 +16,13 @@ named contacts         ``CareTeam.participant`` (KV role, keyword as ``role.text
 contact ways           ``CareTeam.telecom`` (parsed) + ``CareTeam.note`` (text verbatim,
                        keyword in ``note-keyword``)
 goals                  ``Goal`` (``expressedBy`` = Patient when the patient set it)
+internal remarks       ``CarePlan.note`` with the DS4P inline ``NOPATIENT`` label (keyword
+                       in ``note-keyword``): kept for care, never shown to the patient
 =====================  ===============================================================
+
+Numbers the text marks for professionals only ("endast för hemsjukvården")
+are written to ``telecom`` with the same inline label. ``Patient.birthDate``
+comes from the personnummer or samordningsnummer.
 
 Every resource is created conditionally (``ifNoneExist`` on an identifier) and
 every ``fullUrl`` is a ``urn:uuid`` derived from the note's id, so building the
@@ -59,6 +65,7 @@ from samplan.agreement.codes import (
     PROFILE_CARETEAM,
     PROFILE_GOAL,
     SAMORDNINGSNUMMER_SYSTEM,
+    nopatient_label,
 )
 from samplan.agreement.interpret import Interpretation, ItemReading, interpret
 from samplan.agreement.model import Agreement, AgreementItem, Part
@@ -154,6 +161,13 @@ def _item_extensions(item: AgreementItem, *, keyword: bool, text: bool) -> list[
     if item.patient_authored:
         extensions.append(_ext(EXT_PATIENT_AUTHORED, True))
     return extensions
+
+
+def _status(reading: ItemReading) -> str:
+    """A follow-up is ``scheduled``, or ``not-started`` when only planned (no time booked)."""
+    if reading.item.part is not Part.FOLLOW_UP_TIME or reading.as_other:
+        return "in-progress"
+    return "not-started" if reading.planned and not reading.times else "scheduled"
 
 
 class _Builder:
@@ -256,6 +270,9 @@ class _Builder:
             if given:
                 name["given"] = given
             resource["name"] = [name]
+        birth_date = info.birth_date
+        if birth_date is not None:
+            resource["birthDate"] = birth_date.isoformat()
         return Entry(
             full_url=self.urn("Patient"),
             resource=resource,
@@ -479,7 +496,23 @@ class _Builder:
         ]
         if activities:
             resource["activity"] = activities
+        internal = [self.internal_note(item) for item in agreement.of(Part.INTERNAL)]
+        if internal:
+            resource["note"] = internal
         return self.entry("CarePlan", resource, careplan_id, full_url=full_url)
+
+    @staticmethod
+    def internal_note(item: AgreementItem) -> dict[str, Any]:
+        """An internal remark: a ``CarePlan.note`` labelled NOPATIENT on the element itself.
+
+        The label sits on the note (DS4P inline security label), not on the
+        CarePlan, so the patient still sees their agreement and only the remark
+        is withheld wherever the patient or a relative reads it.
+        """
+        return {
+            "extension": [nopatient_label(), _ext(EXT_NOTE_KEYWORD, item.keyword)],
+            "text": item.text,
+        }
 
     def period(self) -> dict[str, Any] | None:
         """The validity; without a readable start, the agreement runs from the note's date.
@@ -511,13 +544,20 @@ class _Builder:
         coding = {"system": ACTIVITY_KIND_SYSTEM, "code": kind, "display": ACTIVITY_KINDS[kind]}
         detail: dict[str, Any] = {
             "code": {"coding": [coding], "text": item.keyword},
-            "status": "scheduled" if item.part is Part.FOLLOW_UP_TIME else "in-progress",
+            "status": _status(reading),
         }
         if reading.times:
             first = min(reading.times, key=lambda time: time.start)
             detail["scheduledPeriod"] = {"start": to_local(first.start).isoformat()}
             if first.location:
                 detail["location"] = {"display": first.location}
+        elif reading.planned:
+            # Planned without a booked time (v. 12, om 3 månader, 15/3): the days it is for.
+            plan = min(reading.planned, key=lambda planned: (planned.start, planned.end))
+            detail["scheduledPeriod"] = {
+                "start": plan.start.isoformat(),
+                "end": plan.end.isoformat(),
+            }
         if item.part in PATIENT_PERFORMED_PARTS:
             detail["performer"] = [self.patient_ref]
         detail["description"] = item.text

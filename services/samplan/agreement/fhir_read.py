@@ -8,6 +8,9 @@ returns the same words. Resources written by other systems without those
 extensions are read as well as their elements allow: the keyword falls back
 to the template's name for the part, the text to what the element says.
 
+Internal remarks are read from the CarePlan's notes that carry the NOPATIENT
+inline label: what a patient's copy of the resources lacks is simply absent.
+
 Appointments are derived data: the ones SamPlan booked from a follow-up keyword
 are not read (their line is in the follow-up activity's text). An Appointment
 is read only where an activity points at it with ``activity.reference``, as a
@@ -26,6 +29,7 @@ from samplan.agreement.codes import (
     CONTACT_KIND_SYSTEM,
     CONTACT_PART_CODES,
     COSMIC_NOTE_ID_SYSTEM,
+    DS4P_INLINE_LABEL,
     EXT_AUTHOR_TITLE,
     EXT_NOTE_KEYWORD,
     EXT_NOTE_TEMPLATE,
@@ -33,6 +37,7 @@ from samplan.agreement.codes import (
     EXT_PATIENT_AUTHORED,
     EXT_TEMPLATE_VARIANT,
     HSA_SYSTEM,
+    NOPATIENT_CODE,
     PART_ACTIVITY_KIND,
     PART_DEFAULT_KEYWORD,
     PERSONNUMMER_SYSTEM,
@@ -84,6 +89,7 @@ def read_agreement(resources: Iterable[Resource] | Resource) -> Agreement:
         item = _activity(activity, index)
         if item is not None:
             items.append(item)
+    items.extend(_internal_notes(careplan))
     if careteam is not None:
         items.extend(_careteam_items(careteam))
     for goal in index.goals(careplan):
@@ -310,6 +316,21 @@ def _activity(activity: Mapping[str, Any], index: _Index) -> AgreementItem | Non
         text=text,
         patient_authored=patient_authored,
     )
+
+
+def _internal_notes(careplan: Resource) -> list[AgreementItem]:
+    """``CarePlan.note``s labelled NOPATIENT: the note's internal remarks (professional-only)."""
+    items: list[AgreementItem] = []
+    for note in careplan.get("note") or []:
+        labelled = any(
+            extension.get("url") == DS4P_INLINE_LABEL
+            and (extension.get("valueCoding") or {}).get("code") == NOPATIENT_CODE
+            for extension in note.get("extension") or []
+        )
+        if labelled and note.get("text"):
+            keyword = _extension(note, EXT_NOTE_KEYWORD) or PART_DEFAULT_KEYWORD[Part.INTERNAL]
+            items.append(AgreementItem(part=Part.INTERNAL, keyword=keyword, text=note["text"]))
+    return items
 
 
 def _appointment_text(appointment: Resource) -> str | None:

@@ -12,15 +12,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from samplan.agreement.codes import CONTACT_PART_CODES
+from samplan.agreement.codes import CONTACT_PART_CODES, nopatient_label
 from samplan.agreement.model import Agreement, AgreementItem, Part
 from samplan.agreement.values import (
     AgreedTime,
+    PlannedTime,
     Unreadable,
+    UnreadableTime,
     Validity,
+    find_contact_points,
     looks_like_a_date,
     parse_agreed_time,
-    parse_contact_points,
+    parse_planned_time,
     parse_validity,
     person_display,
     plan_types,
@@ -28,7 +31,7 @@ from samplan.agreement.values import (
 from samplan.fhir.errors import Issue
 from samplan.fhir.identifiers import is_hsa_id
 
-__all__ = ["Interpretation", "ItemReading", "interpret", "item_expression"]
+__all__ = ["Interpretation", "ItemReading", "interpret", "item_expression", "telecom"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class ItemReading:
     item: AgreementItem
     validity: Validity | None = None
     times: tuple[AgreedTime, ...] = ()
+    planned: tuple[PlannedTime, ...] = ()
+    """Follow-up lines that plan a day or a span without booking a time (``v. 12``)."""
     kv_code: str | None = None
     """KV "Typ av fast kontakt" code, for named contacts."""
     display: str | None = None
@@ -45,6 +50,7 @@ class ItemReading:
     hsa_id: str | None = None
     """The contact's HSA-id, when it is a valid one."""
     telecom: tuple[dict[str, Any], ...] = ()
+    """FHIR ``ContactPoint``s; one for professionals only carries the inline NOPATIENT label."""
     plan_types: tuple[str, ...] = ()
     """Inera kinds of the statutory plans a coordinated-plan text names (SIP, RP, ...):
     for linked plans; the agreement's own activity codes stay one coding (profile)."""
@@ -99,12 +105,15 @@ def interpret(agreement: Agreement) -> Interpretation:
             seen_validity = True
             readings.append(ItemReading(item, validity=_validity(item, note_date, where, issues)))
         elif item.part is Part.FOLLOW_UP_TIME:
-            readings.append(ItemReading(item, times=_times(item, where, issues)))
+            times, planned = _times(item, note_date, where, issues)
+            readings.append(ItemReading(item, times=times, planned=planned))
+        elif item.part is Part.NEXT_STEP:
+            readings.append(ItemReading(item, times=_times_in_text(item, where, issues)))
         elif item.part.is_contact:
             gp_contacts += item.part is Part.GP_CONTACT
             readings.append(_contact(item, where, issues))
         elif item.part is Part.CONTACT_VIA:
-            readings.append(ItemReading(item, telecom=tuple(parse_contact_points(item.text))))
+            readings.append(ItemReading(item, telecom=telecom(item.text)))
         elif item.part is Part.COORDINATED_PLAN:
             readings.append(ItemReading(item, plan_types=tuple(plan_types(item.text))))
         else:
@@ -148,21 +157,51 @@ def _validity(
 
 
 def _times(
-    item: AgreementItem, where: tuple[str, ...], issues: list[Issue]
-) -> tuple[AgreedTime, ...]:
+    item: AgreementItem, note_date: date | None, where: tuple[str, ...], issues: list[Issue]
+) -> tuple[tuple[AgreedTime, ...], tuple[PlannedTime, ...]]:
+    """A follow-up keyword's lines: booked times, and the days or weeks planned without one.
+
+    A line with a date and a time of day anywhere in it is an appointment. A
+    line that plans without a time (a date alone, ``15/3``, ``v. 12``, ``om 3
+    månader``) is a planned time, computed from the note's date and warned
+    about; a line that seems to hold a date but cannot be read is warned about.
+    No line is dropped: the text is kept whole in any case.
+    """
     times: list[AgreedTime] = []
+    planned: list[PlannedTime] = []
     problems: list[str] = []
     for number, line in enumerate(item.text.split("\n"), start=1):
         if not line.strip():
             continue
+        booked_problem: UnreadableTime | None = None
         try:
             times.append(parse_agreed_time(line))
+            continue
+        except UnreadableTime as unreadable:
+            booked_problem = unreadable
+        except Unreadable:
+            pass
+        try:
+            plan = parse_planned_time(line, note_date)
         except Unreadable as unreadable:
-            if looks_like_a_date(line):
-                problems.append(f"line {number}: {unreadable}")
+            if booked_problem is not None or looks_like_a_date(line):
+                problems.append(f"line {number}: {booked_problem or unreadable}")
+            continue
+        if booked_problem is not None:
+            problems.append(f"line {number}: {booked_problem}")
+            continue
+        planned.append(plan)
+        issues.append(
+            _warn(
+                "value",
+                f"no time of day, no appointment booked: line {number} is planned for "
+                f"{plan.how}; the text is kept",
+                where,
+            )
+        )
     for problem in problems:
         issues.append(_warn("value", f"time not read, no appointment booked: {problem}", where))
-    if not times and not problems:
+    if not times and not planned and not problems:
         issues.append(
             _warn(
                 "value",
@@ -171,7 +210,49 @@ def _times(
                 where,
             )
         )
+    return tuple(times), tuple(planned)
+
+
+def _times_in_text(
+    item: AgreementItem, where: tuple[str, ...], issues: list[Issue]
+) -> tuple[AgreedTime, ...]:
+    """Booked times written in a next-step text ("Återbesök 2027-01-20 kl. 08.15").
+
+    Only lines with a date *and* a time of day book anything here; other lines
+    are plans in words and say nothing to warn about.
+    """
+    times: list[AgreedTime] = []
+    for number, line in enumerate(item.text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            times.append(parse_agreed_time(line))
+        except UnreadableTime as unreadable:
+            issues.append(
+                _warn(
+                    "value",
+                    f"time not read, no appointment booked: line {number}: {unreadable}",
+                    where,
+                )
+            )
+        except Unreadable:
+            continue  # a plan in words: nothing to book, nothing to warn about
     return tuple(times)
+
+
+def telecom(text: str) -> tuple[dict[str, Any], ...]:
+    """The ``ContactPoint``s in ``text``; one for professionals only is labelled NOPATIENT.
+
+    Opening hours beside a number stay in the text (FHIR R4 has no element for
+    them); they are never a number of their own.
+    """
+    points: list[dict[str, Any]] = []
+    for found in find_contact_points(text):
+        point = dict(found.point)
+        if found.professional_only:
+            point["extension"] = [nopatient_label()]
+        points.append(point)
+    return tuple(points)
 
 
 def _contact(item: AgreementItem, where: tuple[str, ...], issues: list[Issue]) -> ItemReading:
@@ -186,5 +267,5 @@ def _contact(item: AgreementItem, where: tuple[str, ...], issues: list[Issue]) -
         kv_code=CONTACT_PART_CODES[item.part],
         display=person_display(item.text),
         hsa_id=hsa_id,
-        telecom=tuple(parse_contact_points(item.text)),
+        telecom=telecom(item.text),
     )

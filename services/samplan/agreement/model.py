@@ -14,7 +14,7 @@ agreements with the same content compare equal whichever way they were read
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -50,6 +50,8 @@ class Part(StrEnum):
     GOAL = "goal"
     OTHER = "other"
     """A keyword inside the agreement section that the template does not know."""
+    INTERNAL = "internal"
+    """An internal remark ("Intern anteckning"): for professionals only, never the patient's."""
 
     @property
     def is_contact(self) -> bool:
@@ -81,6 +83,20 @@ class PatientInfo(_Model):
     def written(self) -> str:
         """The 12-digit form with its separator, as staff write it: ``19450101-1235``."""
         return f"{self.personnummer[:8]}-{self.personnummer[8:]}"
+
+    @property
+    def birth_date(self) -> date | None:
+        """The date of birth the number holds (a samordningsnummer has 60 added to the day).
+
+        ``Patient.birthDate``: what tells a guardian's child under 13 from an
+        adult. None only for a number whose date is not a calendar date (the
+        importer has refused those already).
+        """
+        day = int(self.personnummer[6:8]) - (60 if self.samordning else 0)
+        try:
+            return date(int(self.personnummer[:4]), int(self.personnummer[4:6]), day)
+        except ValueError:
+            return None
 
 
 class Author(_Model):

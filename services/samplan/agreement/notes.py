@@ -14,6 +14,7 @@ Nothing here knows HTTP or SQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from samplan.agreement.codes import (
 )
 from samplan.agreement.fhir_build import build_transaction
 from samplan.agreement.fhir_read import read_agreement
+from samplan.agreement.note_update import apply_update, attach_outcome
 from samplan.fhir.errors import Conflict, Issue, NotFound
 from samplan.fhir.stored import StoredResource
 from samplan.mapping.export import export_note
@@ -87,13 +89,20 @@ class AgreementNotes:
         bundle = build_transaction(agreement, careplan_id=careplan_id, careteam_id=careteam_id)
         if previous_ids:
             _keep_note_ids(bundle, previous_ids)
+        warnings = parsed.warnings
+        if existing is not None:  # times, goals and the patient's own items (note_update.py)
+            stored = [orjson.loads(r.content or b"{}")
+                      for r in await self._agreement_resources(tx, existing[0])]
+            bundle, changes = apply_update(bundle, stored, agreement, now=datetime.now(UTC))
+            warnings = (*warnings, *changes)
         entries = await tx.transaction(bundle)
+        attach_outcome(bundle, entries, warnings)
         careplan = next(
             s for s in (e for e in tx.changes) if s.resource.resource_type == "CarePlan"
         ).resource
         response = orjson.dumps({"resourceType": "Bundle", "type": "transaction-response",
                                  "entry": entries})
-        return ImportResult(existing is None, True, careplan, response, parsed.warnings)
+        return ImportResult(existing is None, True, careplan, response, warnings)
 
     async def _search(
         self, tx: GuardedTx, resource_type: str, params: list[tuple[str, str]]

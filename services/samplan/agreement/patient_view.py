@@ -44,9 +44,11 @@ from samplan.agreement.codes import (
     ACTIVITY_KIND_SYSTEM,
     AGREEMENT_CATEGORY,
     CONTACT_KIND_SYSTEM,
+    COSMIC_NOTE_ID_SYSTEM,
     EXT_NOTE_KEYWORD,
     EXT_NOTE_TEXT,
     EXT_PATIENT_AUTHORED,
+    EXT_TEMPLATE_VARIANT,
     INERA_CAREPLAN_TYPE_SYSTEM,
     PART_ACTIVITY_KIND,
     PART_DEFAULT_KEYWORD,
@@ -54,7 +56,7 @@ from samplan.agreement.codes import (
     SAMORDNINGSNUMMER_SYSTEM,
 )
 from samplan.agreement.model import Part
-from samplan.agreement.values import parse_contact_points, to_local
+from samplan.agreement.values import find_contact_points, to_local
 from samplan.fhir.identifiers import canonical_system
 from samplan.security.redaction import (
     EXT_INLINE_SECURITY_LABEL,
@@ -209,6 +211,8 @@ class Link:
     href: str | None
     kind: str
     """``phone``, ``url``, ``email`` or ``other`` (e.g. "1177 e-tjänster", no link)."""
+    hours: str | None = None
+    """When the number answers, as the text says beside it: "vardagar 08.00–16.30"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +289,7 @@ class AgreementHeader:
 
     careplan: str
     validity: str | None
+    """In words; None when the agreement says nothing about how long it holds."""
     start: date | None = None
     end: date | None = None
     expired: bool = False
@@ -301,7 +306,7 @@ class PatientView:
     patient_id: str
     name: str | None
     personnummer: str | None
-    """As staff write it: ``19450101-1235``."""
+    """As staff write it: ``19450101-1235`` (a personnummer or a samordningsnummer)."""
     printed: str
     """When this view was made, in words (for paper: *utskriven*)."""
     agreements: tuple[AgreementHeader, ...] = ()
@@ -317,6 +322,8 @@ class PatientView:
     important: tuple[Text, ...] = ()
     messages: tuple[Message, ...] = ()
     careplan_ids: tuple[str, ...] = field(default=())
+    identifier_kind: str = "Personnummer"
+    """What ``personnummer`` is: "Personnummer" or "Samordningsnummer" (they differ)."""
 
     @property
     def next_visit(self) -> Visit | None:
@@ -393,13 +400,16 @@ def _human_name(resource: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _written_number(patient: Mapping[str, Any]) -> str | None:
+def _written_number(patient: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The patient's number as staff write it, and its kind (a samordningsnummer is no
+    personnummer: the page and the paper name which it is)."""
     for identifier in patient.get("identifier") or ():
         system = canonical_system(str(identifier.get("system", "")))
         value = str(identifier.get("value", ""))
         if system in (PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM) and len(value) == 12:
-            return f"{value[:8]}-{value[8:]}"
-    return None
+            kind = "Samordningsnummer" if system == SAMORDNINGSNUMMER_SYSTEM else "Personnummer"
+            return f"{value[:8]}-{value[8:]}", kind
+    return None, "Personnummer"
 
 
 @lru_cache(maxsize=4096)
@@ -449,8 +459,19 @@ def _links(points: Iterable[Mapping[str, Any]], before: Iterable[Link] = ()) -> 
 @lru_cache(maxsize=4096)
 def _text_links(text: str) -> tuple[Link, ...]:
     """The links written in a text (finding phone numbers in free text is the costly part of
-    the view: remembered, as the same words come back on every view of the agreement)."""
-    return _links(parse_contact_points(text))
+    the view: remembered, as the same words come back on every view of the agreement).
+
+    A number the text marks for professionals only gets no link (the words stay as
+    written); opening hours written beside a number go with its link, never as a number.
+    """
+    links: list[Link] = []
+    for found in find_contact_points(text):
+        if found.professional_only:
+            continue
+        link = _link(found.point)
+        if link is not None:
+            links.append(Link(link.label, link.href, link.kind, found.hours))
+    return _links((), before=links)
 
 
 def _hours(role: Mapping[str, Any]) -> tuple[str, ...]:
@@ -556,10 +577,12 @@ def build_view(record: PatientRecord, *, now: datetime) -> PatientView:
         reverse=True,
     )
     contacts.sort(key=_contact_order)
+    number, kind = _written_number(patient)
     return PatientView(
         patient_id=str(patient.get("id")),
         name=_human_name(patient),
-        personnummer=_written_number(patient),
+        personnummer=number,
+        identifier_kind=kind,
         printed=long_date(today),
         agreements=tuple(headers),
         i_do=tuple(sections["i_do"]),
@@ -625,9 +648,21 @@ def _appointment_line(appointment: Mapping[str, Any]) -> str | None:
     return long_datetime(start) if start else None
 
 
+def _from_note(plan: Mapping[str, Any]) -> bool:
+    """Whether the plan was read from a journal note (SamPlan's import marks it so)."""
+    return _extension(plan, EXT_TEMPLATE_VARIANT) is not None or any(
+        isinstance(i, Mapping) and i.get("system") == COSMIC_NOTE_ID_SYSTEM
+        for i in plan.get("identifier") or ()
+    )
+
+
 def _header(plan: Mapping[str, Any], directory: _Directory, today: date) -> AgreementHeader:
     period = plan.get("period") or {}
     start, end = _date(period.get("start")), _date(period.get("end"))
+    if _from_note(plan) and _extension(period, EXT_NOTE_TEXT) is None:
+        # The note had no validity keyword: its period is only the note's date (the
+        # profile needs a start). Saying "tills vidare" would invent a validity.
+        start = end = None
     if start and end:
         validity = f"Gäller från {long_date(start)} till och med {long_date(end)}"
     elif start:

@@ -13,12 +13,21 @@ The forms (all in Swedish, as written in Cosmic notes):
   note's date, no end), or a duration (``6 månader``, ``3 mån``, ``1 år``,
   ``12 veckor``, ``30 dagar``, also ``sex månader``) from the note's date or
   from an explicit ``från`` date;
-* an agreed time: a date, a time of day (``09:30``, ``9.30``, ``kl. 9``) and an
-  optional place (``2027-01-12 09:30, Hälsocentralen Lindsdal``), read as local
-  Swedish time; a time that does not exist or exists twice because of the
-  daylight-saving change is unreadable (it would be a guess);
+* an agreed time: a date and a time of day (``09:30``, ``9.30``, ``kl. 9``)
+  anywhere in the line ("Återbesök 2027-01-20 kl. 08.15, KBT-samtal"), read as
+  local Swedish time, with the place after it when the line starts with the
+  date or names it (``på``, ``hos``, ``vid``); a time that does not exist or
+  exists twice because of the daylight-saving change is unreadable (it would
+  be a guess);
+* a planned time that is not an appointment: a date without a time of day, a
+  day and month without a year (``15/3``: the first after the note's date), a
+  week (``v. 12``: the first such week not over at the note's date), or a
+  time from the note's date (``om 3 månader``, ``inom 6 veckor``);
 * contact points: Swedish phone numbers (libphonenumber), the short numbers
-  1177/112/114 14/113 13, "1177 e-tjänster", web addresses and e-mail.
+  1177/112/114 14/113 13, "1177 e-tjänster", web addresses and e-mail; opening
+  hours beside a number ("vardagar 08.00–16.30", "telefontid 08.00-09.00") are
+  hours, never a number; a number marked for professionals ("endast för
+  hemsjukvården") is marked as such.
 
 The module is a leaf: it imports nothing else from the service.
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -37,13 +47,18 @@ from dateutil.relativedelta import relativedelta
 __all__ = [
     "SWEDISH_TIME",
     "AgreedTime",
+    "FoundContact",
+    "PlannedTime",
     "Unreadable",
+    "UnreadableTime",
     "Validity",
+    "find_contact_points",
     "find_hsa_ids",
     "looks_like_a_date",
     "parse_agreed_time",
     "parse_contact_points",
     "parse_date",
+    "parse_planned_time",
     "parse_validity",
     "person_display",
     "plan_types",
@@ -56,6 +71,10 @@ SWEDISH_TIME: Final = ZoneInfo("Europe/Stockholm")
 
 class Unreadable(ValueError):
     """The text does not follow any documented form; ``str(error)`` says why."""
+
+
+class UnreadableTime(Unreadable):
+    """A date with a time of day that cannot be booked (no such time, or it happens twice)."""
 
 
 def to_local(moment: datetime) -> datetime:
@@ -233,13 +252,14 @@ def _need(value: date | None, reason: str) -> date:
 
 _WEEKDAY = r"(?:(?:mån|tis|ons|tors|fre|lör|sön)(?:dag(?:en)?)?\.?\s+)"
 _AGREED_TIME = re.compile(
-    rf"{_WEEKDAY}?(?:den\s+)?(?P<date>{_DATE})"
+    rf"(?<![\w/-]){_WEEKDAY}?(?:den\s+)?(?P<date>{_DATE})(?![\d/])"
     r"(?:\s*,?\s*(?:(?:kl\.?|klockan)\s*(?P<kh>\d{1,2})(?:[:.](?P<km>\d{2}))?\b"
     r"|(?P<hh>\d{1,2})[:.](?P<mm>\d{2})\b))?"
     r"(?P<rest>.*)",
     re.IGNORECASE,
 )
 _PLACE_LEAD = re.compile(r"^\s*(?:[,;:–—-]\s*)?(?:(?:på|i|hos|vid)\s+)?", re.IGNORECASE)
+_NAMED_PLACE = re.compile(r"^\s*(?:[,;:–—-]\s*)?(?:på|hos|vid)\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,15 +274,19 @@ class AgreedTime:
 
 
 def parse_agreed_time(line: str) -> AgreedTime:
-    """A date, a time of day and an optional place, in Swedish local time.
+    """The first date with a time of day in ``line``, in Swedish local time, and the place.
 
-    A date without a time of day is unreadable as an appointment: the
-    appointment's start would be a guess.
+    The date may stand anywhere in the line ("Återbesök 2027-01-20 kl. 08.15,
+    KBT-samtal"). The rest of a line that starts with the date is the place;
+    in a line that starts with something else, only what ``på``/``hos``/``vid``
+    introduces is (the words before the date say what, not where). A date
+    without a time of day is unreadable as an appointment: the appointment's
+    start would be a guess (:func:`parse_planned_time` reads it as a plan).
     """
     stripped = line.strip()
-    match = _AGREED_TIME.fullmatch(stripped)
+    match = _AGREED_TIME.search(stripped)
     if match is None:
-        raise Unreadable(f"'{stripped}' does not start with a date (YYYY-MM-DD HH:MM)")
+        raise Unreadable(f"'{stripped}' has no date (YYYY-MM-DD HH:MM)")
     day = parse_date(match["date"])
     hour = match["hh"] or match["kh"]
     if hour is None:
@@ -271,10 +295,104 @@ def parse_agreed_time(line: str) -> AgreedTime:
     try:
         clock = time(int(hour), minute)
     except ValueError:
-        raise Unreadable(f"'{stripped}' has no valid time of day") from None
-    start = local_datetime(datetime.combine(day, clock))
-    place = _PLACE_LEAD.sub("", match["rest"]).strip().rstrip(".").strip()
+        raise UnreadableTime(f"'{stripped}' has no valid time of day") from None
+    try:
+        start = local_datetime(datetime.combine(day, clock))
+    except Unreadable as problem:
+        raise UnreadableTime(str(problem)) from None
+    rest = match["rest"]
+    if match.start() == 0:
+        place = _PLACE_LEAD.sub("", rest)
+    else:
+        named = _NAMED_PLACE.match(rest)
+        place = rest[named.end():] if named else ""
+    place = place.strip().rstrip(".").strip()
     return AgreedTime(line=line, start=start, location=place or None)
+
+
+# -- planned times (not appointments) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTime:
+    """When something is planned, as far as the words say: a day, or a span of days."""
+
+    line: str
+    start: date
+    end: date
+    how: str
+    """How it was read, for the warning: "week 12 of 2027", "3 months from the note's date"."""
+
+
+_FULL_DATE = re.compile(rf"(?<![\d/])(?:{_DATE})(?![\d/])", re.IGNORECASE)
+_DAY_MONTH = re.compile(r"(?<![\d/.-])(?P<d>\d{1,2})/(?P<m>\d{1,2})(?![\d/])")
+_WEEK = re.compile(r"(?<!\w)(?:v\.?|vecka|veckan|vecko)\s*(?P<w>\d{1,2})(?!\d)", re.IGNORECASE)
+_RELATIVE = re.compile(
+    rf"(?<!\w)(?P<how>om|inom|efter|om ca|om cirka)\s+(?P<n>\d{{1,3}}|{_NUMBER_ALT})\s*"
+    rf"(?P<unit>{_UNIT_ALT})(?!\w)",
+    re.IGNORECASE,
+)
+
+
+def parse_planned_time(line: str, note_date: date | None) -> PlannedTime:
+    """When a line plans something without booking a time: a day or a span of days.
+
+    Read, in this order: a full date without a time of day; a day and month
+    without a year (``15/3``: the first on or after the note's date); a week
+    (``v. 12``, ``vecka 12``: the first such week that is not over at the
+    note's date); a time from the note's date (``om 3 månader`` is that day,
+    ``inom 6 veckor`` the span up to it). The relative forms need the note's
+    date; without it they are unreadable.
+    """
+    stripped = line.strip()
+    if full := _FULL_DATE.search(stripped):
+        day = parse_date(full[0])
+        return PlannedTime(line, day, day, f"the date {day.isoformat()}")
+    if match := _DAY_MONTH.search(stripped):
+        anchor = _need(note_date, f"'{match[0]}' has no year")
+        day = _next_day_month(int(match["d"]), int(match["m"]), anchor, match[0])
+        return PlannedTime(line, day, day, f"'{match[0]}' as {day.isoformat()}, the first after "
+                           "the note's date")
+    if match := _WEEK.search(stripped):
+        anchor = _need(note_date, f"'{match[0]}' has no year")
+        monday = _next_week(int(match["w"]), anchor, match[0])
+        return PlannedTime(line, monday, monday + relativedelta(days=6),
+                           f"'{match[0]}' as week {int(match['w'])} of {monday.isocalendar()[0]}")
+    if match := _RELATIVE.search(stripped):
+        anchor = _need(note_date, f"'{match[0]}' counts from the note's date")
+        amount = match["n"].lower()
+        count = int(amount) if amount.isdigit() else _NUMBER_WORDS[amount]
+        until = anchor + _duration(_UNITS[match["unit"].lower()], count)
+        if match["how"].lower() == "inom":
+            return PlannedTime(line, anchor, until, f"'{match[0]}' as {anchor.isoformat()} -- "
+                               f"{until.isoformat()}, from the note's date")
+        return PlannedTime(line, until, until, f"'{match[0]}' as {until.isoformat()}, from the "
+                           "note's date")
+    raise Unreadable(f"'{stripped}' names no date, week or time from now")
+
+
+def _next_day_month(day: int, month: int, anchor: date, written: str) -> date:
+    for year in range(anchor.year, anchor.year + 5):  # 29/2: the next leap year
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            if (month, day) == (2, 29):
+                continue
+            raise Unreadable(f"'{written}' is not a day and month") from None
+        if candidate >= anchor:
+            return candidate
+    raise Unreadable(f"'{written}' is not a day and month")
+
+
+def _next_week(week: int, anchor: date, written: str) -> date:
+    for year in (anchor.isocalendar()[0], anchor.isocalendar()[0] + 1):
+        try:
+            monday = date.fromisocalendar(year, week, 1)
+        except ValueError:
+            continue
+        if monday + relativedelta(days=6) >= anchor:
+            return monday
+    raise Unreadable(f"'{written}' is not a week of the coming year")
 
 
 def local_datetime(naive: datetime) -> datetime:
@@ -309,16 +427,89 @@ def _lightly(value: str) -> str:
     return " ".join(value.translate(_DASHES).split())
 
 
-def parse_contact_points(text: str) -> list[dict[str, Any]]:
-    """FHIR ``ContactPoint`` dicts for every way of reaching someone found in ``text``.
+@dataclass(frozen=True, slots=True)
+class FoundContact:
+    """A way of reaching someone found in a text, with what the text says around it."""
 
-    Values are kept as written (lightly normalised), in the order they appear.
+    point: dict[str, Any]
+    """A FHIR ``ContactPoint``: system and value (as written, lightly normalised)."""
+    hours: str | None = None
+    """When the number answers, as written beside it: "vardagar 08.00–16.30"."""
+    professional_only: bool = False
+    """The text says the number is for professionals ("endast för hemsjukvården")."""
+
+
+_TIME_OF_DAY = r"(?:[01]?\d|2[0-4])(?:[.:][0-5]\d)?"
+_DAY_NAME = r"(?:mån|tis|ons|tors?|fre|lör|sön)(?:dag(?:ar)?|dagen)?\.?(?!\w)"
+_HOURS_WORD = (
+    r"(?:helgfria\s+vardagar|vardagar|vardag|helger|helgdagar|alla\s+dagar|dagligen|"
+    r"telefontid(?:er)?|telefontider|öppettider|öppet|tider|dagtid)(?!\w)"
+)
+_TIME_RANGE = re.compile(
+    rf"(?<![\d.:])(?P<a>{_TIME_OF_DAY})\s*[-–—]\s*(?P<b>{_TIME_OF_DAY})(?!\d)"
+)
+_HOURS_LEAD = re.compile(
+    rf"(?:(?<!\w)(?:{_HOURS_WORD}|{_DAY_NAME}(?:\s*[-–—]\s*{_DAY_NAME})?)[\s,:]*)*"
+    r"(?P<kl>(?<!\w)(?:kl\.?|klockan)\s*)?$",
+    re.IGNORECASE,
+)
+_LEAD_WINDOW = 60
+"""How far before a time range its day words may start ("helgfria vardagar mån-fre kl")."""
+_PROFESSIONALS = (
+    r"(?:vård)?personal(?:en)?|hemsjukvård(?:en)?|hemtjänst(?:en)?|sjuksköterskor(?:na)?|"
+    r"läkare(?:n|na)?|kollegor(?:na)?|vårdgivare(?:n|na)?|yrkesverksamma|professionella|"
+    r"kommunen|ambulans(?:en)?|vården|sjukhuset|mottagningen|vårdcentralen|hälsocentralen"
+)
+_PROFESSIONAL_ONLY = re.compile(
+    rf"(?<!\w)(?:(?:endast|bara|enbart|gäller\s+endast|enkom)\s+(?:för|till)\s+(?:{_PROFESSIONALS})"
+    r"|(?:ej|inte|icke)\s+(?:för|till)\s+patient(?:en|er|erna)?|internt?\s+(?:nummer|telefon)"
+    r"|ej\s+för\s+utlämning|lämnas\s+ej\s+ut)(?!\w)(?P<colon>\s*:)?",
+    re.IGNORECASE,
+)
+
+
+def _opening_hours(text: str) -> list[tuple[int, int, str]]:
+    """Opening hours in ``text``: (start, end, the words as written, days included).
+
+    A time range is opening hours when a time has minutes, or day words or
+    "kl" lead it: "08.00–16.30" and "mån-fre 8-17" are hours; a bare "08-17"
+    could be the start of a Stockholm number (08-17 45 67) and is left to the
+    phone reader.
+    """
+    found: list[tuple[int, int, str]] = []
+    for match in _TIME_RANGE.finditer(text):
+        window_start = max(0, match.start() - _LEAD_WINDOW, text.rfind("\n", 0, match.start()) + 1)
+        lead = _HOURS_LEAD.search(text, window_start, match.start())
+        start = lead.start() if lead is not None and lead.group().strip() else match.start()
+        with_minutes = any(sep in match[name] for name in ("a", "b") for sep in ".:")
+        if with_minutes or start < match.start():
+            words = " ".join(text[start:match.end()].split()).strip(" ,:")
+            found.append((start, match.end(), words))
+    return found
+
+
+@lru_cache(maxsize=4096)
+def find_contact_points(text: str) -> tuple[FoundContact, ...]:
+    """Every way of reaching someone in ``text``, in order, each with its hours and audience.
+
+    Remembered per text (a note's texts are read twice, for the warnings and for
+    the resources, and the patient's page reads them on every view); the
+    points are shared, so copy one before changing it. Opening hours are found
+    first and are never read as a number (``08.00-16.30``
+    is not ``+468001630``); they belong to the nearest number before them on
+    the line (else the next one). A professionals-only marker belongs to the
+    number right before it on the line ("0480-123 99 (endast för
+    hemsjukvården)"), or to the next one when it ends with a colon or nothing
+    precedes it ("Endast för personal: 0480-123 99").
     """
     found: list[tuple[int, int, dict[str, Any]]] = []
+    hours_spans = _opening_hours(text)
+    taken: list[tuple[int, int]] = [(start, end) for start, end, _ in hours_spans]
 
     def add(start: int, end: int, point: dict[str, Any]) -> bool:
-        if any(start < e and s < end for s, e, _ in found):
+        if any(start < e and s < end for s, e in taken):
             return False  # already covered by an earlier, more specific reading
+        taken.append((start, end))
         found.append((start, end, point))
         return True
 
@@ -340,7 +531,51 @@ def parse_contact_points(text: str) -> list[dict[str, Any]]:
         if value not in seen_numbers and add(match.start(), match.end(), point):
             seen_numbers.add(value)
 
-    return [point for _, _, point in sorted(found, key=lambda entry: entry[0])]
+    found.sort(key=lambda entry: entry[0])
+    phones = [(start, end) for start, end, point in found if point["system"] == "phone"]
+    hours: dict[int, list[str]] = {}
+    for start, end, words in hours_spans:
+        owner = _owner(text, phones, start, end, forward=False)
+        if owner is not None:
+            hours.setdefault(owner, []).append(words)
+    professional: set[int] = set()
+    for match in _PROFESSIONAL_ONLY.finditer(text):
+        owner = _owner(text, phones, match.start(), match.end(), forward=bool(match["colon"]))
+        if owner is not None:
+            professional.add(owner)
+    return tuple(
+        FoundContact(
+            point,
+            hours="; ".join(hours[start]) if start in hours else None,
+            professional_only=start in professional,
+        )
+        for start, _, point in found
+    )
+
+
+def _owner(
+    text: str, phones: list[tuple[int, int]], start: int, end: int, *, forward: bool
+) -> int | None:
+    """The start of the number on the same line that words at ``start:end`` are about."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    before = [s for s, e in phones if line_start <= s and e <= start]
+    after = [s for s, e in phones if s >= end and e <= line_end]
+    if forward and after:
+        return after[0]
+    if before:
+        return before[-1]
+    return after[0] if after else None
+
+
+def parse_contact_points(text: str) -> list[dict[str, Any]]:
+    """FHIR ``ContactPoint`` dicts for every way of reaching someone found in ``text``.
+
+    Values are kept as written (lightly normalised), in the order they appear;
+    opening hours are not numbers (:func:`find_contact_points` says more).
+    """
+    return [dict(found.point) for found in find_contact_points(text)]
 
 
 # -- people, HSA-ids, plans -------------------------------------------------------------------

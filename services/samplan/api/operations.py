@@ -66,11 +66,25 @@ async def validate(
 NOTE_TYPES = ("application/json", "text/plain")
 
 
-def _import_response(services: Any, result: Any) -> Response:
+def _import_response(services: Any, result: Any, prefer: str | None = None) -> Response:
+    """The answer Bundle (warnings in the CarePlan's ``entry.response.outcome``), or with
+    ``Prefer: return=OperationOutcome`` the warnings as the body (``minimal``: no body)."""
+    from samplan.api.responses import prefer_return
+    from samplan.fhir.errors import information
+
     headers = {"Location": f"{services.settings.base_url}/CarePlan/"
                            f"{result.careplan.resource_id}/_history/{result.careplan.version_id}",
                "ETag": result.careplan.etag}
-    return FhirResponse(result.bundle, 201 if result.created else 200, headers)
+    status = 201 if result.created else 200
+    mode = prefer_return(prefer)
+    if mode == "minimal":
+        return FhirResponse(None, status, headers)
+    if mode == "OperationOutcome":
+        outcome = operation_outcome(result.warnings) if result.warnings else information(
+            f"CarePlan/{result.careplan.resource_id} version {result.careplan.version_id} "
+            "stored; the note gave no warnings.")
+        return FhirResponse(outcome, status, headers)
+    return FhirResponse(result.bundle, status, headers)
 
 
 @router.post("/CarePlan/$import-note", operation_id="import_note")
@@ -93,7 +107,7 @@ async def import_note(
     body = await read_body(request, services.settings.max_body_bytes)
     parsed = parse_note(body, request.headers.get("content-type", kind), variant=variant)
     result = await AgreementNotes(fhir).import_note(parsed)
-    return _import_response(services, result)
+    return _import_response(services, result, request.headers.get("prefer"))
 
 
 @router.post("/QuestionnaireResponse/$extract", operation_id="extract")
@@ -114,7 +128,7 @@ async def extract(request: Request, services: ServicesDep, fhir: FhirDep) -> Res
         raise BadRequest("$extract takes a QuestionnaireResponse.", ["resourceType"])
     parsed = extract_note(body)
     result = await AgreementNotes(fhir).import_note(parsed)
-    return _import_response(services, result)
+    return _import_response(services, result, request.headers.get("prefer"))
 
 
 @router.get("/CarePlan/{resource_id}/$export-note", operation_id="export_note")

@@ -2,22 +2,26 @@
 
 This is what ``POST /fhir/CarePlan/$import-note`` calls. The steps:
 
-1. :func:`~samplan.mapping.note.decode_body`: media type and strict UTF-8
-   (415 / 400);
+1. :func:`~samplan.mapping.note.decode_body`: media type and charset (UTF-8,
+   or windows-1252, iso-8859-1, us-ascii when declared) (415 / 400);
 2. the note's shape into a :class:`~samplan.mapping.note.Note` (400 with the
    JSON path for a wrong JSON shape);
 3. choose the template variant: the hint if given, else the one whose
    keywords match the note's agreement section best (:func:`detect_variant`);
 4. :func:`note_to_agreement`: each keyword of the agreement section becomes an
-   item of the part its mapping names; keywords the variant does not know are
-   kept as "other keyword" items and warned about; keywords outside the section
-   are ignored; a note without the section, or with an invalid personnummer,
-   is :class:`~samplan.fhir.errors.Unprocessable` (422);
+   item of the part its mapping names; internal keywords ("Intern anteckning")
+   become internal items (professional-only); keywords the variant does not
+   know are kept as "other keyword" items and warned about; a keyword with its
+   text after a colon ("Fortsatt planering: Ny HbA1c") is that keyword with
+   that text; keywords outside the section are ignored; a note without the
+   section, or with an invalid personnummer, is
+   :class:`~samplan.fhir.errors.Unprocessable` (422);
 5. :func:`~samplan.agreement.interpret.interpret`: dates, times and numbers
    that cannot be read become warnings (the words are kept regardless).
 
 Warnings are ``Issue(severity="warning")`` whose ``expression`` is the keyword
-path, e.g. ``Överenskommelse/Vården ansvarar för/Okänt sökord``.
+path, e.g. ``Överenskommelse/Vården ansvarar för/Okänt sökord``; the API
+returns them in the CarePlan entry's ``response.outcome`` (docs/mapping.md).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from samplan.mapping.note import (
     parse_text_note,
     split_marker,
 )
-from samplan.mapping.spec import MappingSet, TemplateMapping, default_mappings
+from samplan.mapping.spec import MappingSet, TemplateMapping, default_mappings, fold
 
 __all__ = ["ParsedNote", "detect_variant", "note_to_agreement", "parse_note"]
 
@@ -98,7 +102,7 @@ def parse_note(
             read, issues = parse_text_note(text, candidates[0], mappings)
             best = (0, read, candidates[0], issues)
         _, note, mapping, header_issues = best
-    agreement, warnings = note_to_agreement(note, mapping)
+    agreement, warnings = note_to_agreement(note, mapping, mappings)
     return ParsedNote(
         note=note,
         shape=shape,
@@ -149,6 +153,10 @@ def _score(note: Note, mapping: TemplateMapping) -> int | None:
     for section in sections:
         for node, _ in _descendants(section.children, ()):
             keyword, _ = split_marker(node.keyword, mapping.patient_authored_marker)
+            if mapping.is_internal(keyword):
+                continue  # every variant has them: they say nothing about which one
+            if mapping.entry_for(keyword) is None and ":" in keyword:
+                keyword = keyword.partition(":")[0].strip()
             score += 1 if mapping.entry_for(keyword) is not None else -1
     return score
 
@@ -166,12 +174,18 @@ def _warning(code: str, diagnostics: str, path: tuple[str, ...]) -> Issue:
     )
 
 
-def note_to_agreement(note: Note, mapping: TemplateMapping) -> tuple[Agreement, list[Issue]]:
+def note_to_agreement(
+    note: Note, mapping: TemplateMapping, mappings: MappingSet | None = None
+) -> tuple[Agreement, list[Issue]]:
     """The agreement a note documents, read with ``mapping``; and the warnings.
 
-    Raises :class:`Unprocessable` when the note has no agreement section or its
-    personnummer/samordningsnummer is invalid.
+    ``mappings`` (default: the loaded ones) says which keywords are internal in
+    any variant: such a keyword is never read as something the patient sees,
+    whichever variant reads the note. Raises :class:`Unprocessable` when the
+    note has no agreement section or its personnummer/samordningsnummer is
+    invalid.
     """
+    mappings = mappings or default_mappings()
     sections = _sections(note.keywords, mapping)
     if not sections:
         raise Unprocessable(
@@ -194,7 +208,7 @@ def note_to_agreement(note: Note, mapping: TemplateMapping) -> tuple[Agreement, 
     seen: set[Part] = set()
     for section in sections:
         for node, path in _descendants(section.children, (section_keyword,)):
-            item = _item(node, path, mapping, seen, warnings)
+            item = _item(node, path, mapping, mappings, seen, warnings)
             if item is not None:
                 seen.add(item.part)
                 items.append(item)
@@ -215,18 +229,50 @@ def note_to_agreement(note: Note, mapping: TemplateMapping) -> tuple[Agreement, 
     return agreement, warnings
 
 
+def _known(keyword: str, mapping: TemplateMapping, mappings: MappingSet) -> bool:
+    """A keyword of the variant, of another variant, or an internal one."""
+    return (
+        mapping.entry_for(keyword) is not None
+        or fold(keyword) in mappings.any_keyword
+        or mapping.is_internal(keyword)
+        or mappings.is_internal(keyword)
+    )
+
+
+def _inline(
+    keyword: str, text: str | None, mapping: TemplateMapping, mappings: MappingSet
+) -> tuple[str, str | None]:
+    """A JSON keyword written with its text after a colon: "Fortsatt planering: Ny HbA1c".
+
+    Read as the printed shape reads such a line: when the part before the colon
+    is a known keyword and the keyword as a whole is not, it is that keyword,
+    and the rest is the first line of its text.
+    """
+    if _known(keyword, mapping, mappings):
+        return keyword, text
+    head, colon, rest = keyword.partition(":")
+    if colon and head.strip() and rest.strip() and _known(head.strip(), mapping, mappings):
+        return head.strip(), rest.strip() + (f"\n{text}" if text else "")
+    return keyword, text
+
+
 def _item(
     node: KeywordNode,
     path: tuple[str, ...],
     mapping: TemplateMapping,
+    mappings: MappingSet,
     seen: set[Part],
     warnings: list[Issue],
 ) -> AgreementItem | None:
     keyword, marked = split_marker(node.keyword, mapping.patient_authored_marker)
-    text = normalise_text(node.text)
+    keyword, written = _inline(keyword, node.text, mapping, mappings)
+    text = normalise_text(written)
     entry = mapping.entry_for(keyword)
     if not text:
         return None  # a bare heading (or an empty keyword) says nothing to keep
+    if entry is None and (mapping.is_internal(keyword) or mappings.is_internal(keyword)):
+        # Professional-only, whatever else the line says: never the patient's, never theirs.
+        return AgreementItem(part=Part.INTERNAL, keyword=keyword, text=text)
     if entry is None:
         part = Part.OTHER
         warnings.append(

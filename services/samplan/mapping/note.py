@@ -1,18 +1,20 @@
 """A journal note as a keyword tree, read from either shape a journal hands us.
 
-Two shapes carry the same note (examples in examples/notes/):
+Two shapes carry the same note (examples in ``examples/notes/``):
 
 * **JSON** from an integration engine (``application/json``): validated with
   pydantic; a wrong shape is a :class:`~samplan.fhir.errors.BadRequest` whose
   issues name the JSON path (``$.keywords[1].children[0].text``).
-* **Printed text** (``text/plain``, UTF-8, any line endings): header lines
-  (``Patient:``, ``Vårdenhet:``, ``Signerad:``, optionally ``Anteckningsid:``),
-  then keywords as lines of their own. Which lines are keywords, and how the
-  flat lines nest, comes from a :class:`~samplan.mapping.spec.TemplateMapping`:
-  a line is a keyword when it *is* a keyword of the variant (folded), or of
-  any other variant (then it is an unknown keyword for this one), or one of
-  the surrounding template's keywords (which ends the agreement section). The
-  text under a keyword runs until the next keyword.
+* **Printed text** (``text/plain``, any line endings; UTF-8 unless another
+  charset is declared): header lines (``Patient:``, ``Vårdenhet:``,
+  ``Signerad:``, optionally ``Anteckningsid:``), then keywords as lines of
+  their own, typed as people type them (capitals, a colon or dots, extra
+  spaces, indentation) or with their text after a colon on the same line.
+  Which lines are keywords, and how the flat lines nest, comes from a
+  :class:`~samplan.mapping.spec.TemplateMapping` (:func:`read_heading`); where
+  the agreement section ends comes from the template's structure, not from
+  one line (:func:`parse_text_note`). The text under a keyword runs until the
+  next keyword.
 
 Both give a :class:`Note`. Text is normalised the same way for both: line
 endings become ``\\n``, trailing whitespace on each line and blank lines
@@ -28,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -53,18 +55,20 @@ __all__ = [
     "NotePatient",
     "NoteShape",
     "decode_body",
+    "Heading",
     "derive_note_id",
     "normalise_text",
     "parse_json_note",
     "parse_text_note",
+    "read_heading",
     "split_marker",
 ]
 
 NoteShape = Literal["json", "text"]
 
-# C0 controls other than tab and newline (and DEL): a journal text never has
-# them, PostgreSQL text cannot store NUL, and FHIR strings should not.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# C0 controls other than tab and newline, DEL and the C1 controls: a journal
+# text never has them, PostgreSQL text cannot store NUL, and FHIR strings should not.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 
@@ -166,20 +170,40 @@ class Note(_NoteModel):
 # -- bytes to text ------------------------------------------------------------------------
 
 
-def decode_body(body: bytes, content_type: str) -> tuple[NoteShape, str]:
-    """The note's shape (from the media type) and its text (strict UTF-8).
+_UTF8: Final = frozenset({"utf-8", "utf8"})
+_WINDOWS_1252: Final = frozenset({"windows-1252", "cp1252", "x-cp1252"})
+_LATIN_1: Final = frozenset(
+    {"iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "latin-1", "l1", "cp819", "ibm819"}
+)
+_ASCII: Final = frozenset({"us-ascii", "ascii", "iso646-us", "ansi_x3.4-1968"})
+_C1_AS_WINDOWS_1252: Final = {
+    byte: bytes([byte]).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
+"""Latin-1's C1 range holds no text; a journal that says ISO-8859-1 means Windows-1252 there
+(the WHATWG Encoding Standard, and every browser, read the label the same way)."""
 
-    Raises :class:`UnsupportedMediaType` (415) for anything but
-    ``application/json`` and ``text/plain`` in UTF-8, and :class:`BadRequest`
-    (400) for bytes that are not UTF-8.
+
+def decode_body(body: bytes, content_type: str) -> tuple[NoteShape, str]:
+    """The note's shape (from the media type) and its text, decoded as declared.
+
+    ``charset`` may be UTF-8 (the default), ``windows-1252``, ``iso-8859-1``
+    (read as the WHATWG standard reads it: Windows-1252 in the C1 range) or
+    ``us-ascii``: journals on Windows still send these. Raises
+    :class:`UnsupportedMediaType` (415) for another media type or charset, and
+    :class:`BadRequest` (400) for bytes that are not in the declared charset
+    (undeclared: UTF-8), naming the first such byte.
     """
     media, _, params = content_type.partition(";")
     media = media.strip().lower()
     charset = "utf-8"
+    declared = False
     for param in params.split(";"):
         key, _, value = param.partition("=")
         if key.strip().lower() == "charset":
-            charset = value.strip().strip('"').lower()
+            charset = value.strip().strip('"').strip("'").lower()
+            declared = True
     shape: NoteShape
     if media == "application/json":
         shape = "json"
@@ -190,15 +214,30 @@ def decode_body(body: bytes, content_type: str) -> tuple[NoteShape, str]:
             f"a keyword note is application/json or text/plain, not '{media or content_type}'",
             ("Content-Type",),
         )
-    if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"a keyword note is UTF-8, not '{charset}'", ("Content-Type",))
+    if charset in _UTF8:
+        codec, name = "utf-8-sig", "UTF-8"
+    elif charset in _WINDOWS_1252:
+        codec, name = "cp1252", "windows-1252"
+    elif charset in _LATIN_1:
+        codec, name = "latin-1", "iso-8859-1"
+    elif charset in _ASCII:
+        codec, name = "ascii", "us-ascii"
+    else:
+        raise UnsupportedMediaType(
+            f"a keyword note is UTF-8, windows-1252, iso-8859-1 or us-ascii, not '{charset}'",
+            ("Content-Type",),
+        )
     try:
-        return shape, body.decode("utf-8-sig")
+        text = body.decode(codec)
     except UnicodeDecodeError as error:
         raise BadRequest(
-            f"the note is not UTF-8: byte 0x{body[error.start]:02x} at offset {error.start} "
+            f"the note is not {name}: byte 0x{body[error.start]:02x} at offset {error.start} "
             "cannot be decoded",
+            ("Content-Type",) if declared else (),
         ) from None
+    if codec == "latin-1":
+        text = text.translate(_C1_AS_WINDOWS_1252)
+    return shape, text
 
 
 def derive_note_id(content: str) -> str:
@@ -328,10 +367,90 @@ class _Header:
     variant: str | None = None
 
 
+HeadingKind = Literal["section", "entry", "other", "internal", "note"]
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    """A line of a printed note read as a keyword, and what kind of keyword it is.
+
+    ``entry``: a sub-keyword of the variant; ``other``: one only another variant
+    has; ``internal``: a professional-only keyword; ``note``: a keyword of the
+    surrounding journal template (Aktuellt, Bedömning); ``section``: the
+    agreement's own keyword.
+    """
+
+    kind: HeadingKind
+    keyword: str
+    """As written, without the patient-authored marker, an HSA-id suffix or inline text."""
+    entry: KeywordEntry | None = None
+    patient_authored: bool = False
+    hsa_id: str | None = None
+    inline: str | None = None
+    """Text written after the keyword on the same line: "Fortsatt planering: Ny HbA1c"."""
+
+
+def read_heading(line: str, mapping: TemplateMapping, mappings: MappingSet) -> Heading | None:
+    """``line`` (stripped) as a keyword of ``mapping``, or None when it is text.
+
+    The keyword is compared folded (case, diacritics, inner spaces, a trailing
+    colon or dots do not matter). A line that is not a keyword as a whole may
+    still be one with its text after a colon: "Fortsatt planering: Ny HbA1c i
+    januari" is the keyword "Fortsatt planering" with that text.
+    """
+    heading = _heading(line, mapping, mappings)
+    if heading is not None:
+        return heading
+    head, colon, rest = line.partition(":")
+    if colon and head.strip() and rest.strip():
+        heading = _heading(head.strip(), mapping, mappings)
+        if heading is not None:
+            return Heading(
+                heading.kind, heading.keyword, heading.entry, heading.patient_authored,
+                heading.hsa_id, rest.strip(),
+            )  # fmt: skip
+    return None
+
+
+def _heading(text: str, mapping: TemplateMapping, mappings: MappingSet) -> Heading | None:
+    if mapping.is_section(text):
+        return Heading("section", text)
+    keyword, patient_authored = split_marker(text, mapping.patient_authored_marker)
+    hsa_id = None
+    if (suffixed := _HSA_PARENS.match(keyword)) and (
+        mapping.entry_for(suffixed["name"]) or fold(suffixed["name"]) in mappings.any_keyword
+    ):
+        keyword, hsa_id = suffixed["name"], suffixed["hsa"]
+    entry = mapping.entry_for(keyword)
+    if entry is not None:
+        return Heading("entry", keyword, entry, patient_authored, hsa_id)
+    if fold(keyword) in mappings.any_keyword:
+        return Heading("other", keyword, None, patient_authored, hsa_id)
+    if mapping.is_internal(text) or mappings.is_internal(text):
+        return Heading("internal", text)
+    if mapping.is_note_keyword(text):
+        return Heading("note", text)
+    return None
+
+
+_AGREEMENT_KINDS: Final = frozenset({"entry", "other"})
+"""Keywords that exist only inside the agreement section: one later in the note proves
+that the section has not ended yet."""
+
+
 def parse_text_note(
     text: str, mapping: TemplateMapping, mappings: MappingSet
 ) -> tuple[Note, list[Issue]]:
-    """The printed shape read with ``mapping``'s keywords; also header warnings.
+    """The printed shape read with ``mapping``'s keywords; also the warnings about the reading.
+
+    Where the agreement section ends is decided from the template's structure,
+    not from one line: a keyword of the surrounding journal template (or a
+    ``Signerad:`` line) ends it only when no sub-keyword of the agreement comes
+    after it (those exist only inside the section) and when it has not already
+    headed a part of the note before (a template has each keyword once).
+    Otherwise the line is text of the keyword it is under, and a warning says
+    so. Lines that end up under no keyword at all come back as warnings, so no
+    line vanishes silently.
 
     Raises :class:`BadRequest` for control characters, and
     :class:`~samplan.fhir.errors.Unprocessable` is left to the importer (a
@@ -340,35 +459,50 @@ def parse_text_note(
     if match := _CONTROL.search(_NEWLINES.sub("\n", text)):
         raise BadRequest(f"the note contains the control character U+{ord(match[0]):04X}")
     lines = [line.rstrip() for line in _NEWLINES.split(text)]
+    headings = [read_heading(line.strip(), mapping, mappings) if line else None for line in lines]
+    # agreement_after[i]: an agreement sub-keyword follows line i before the next section line.
+    agreement_after = [False] * len(lines)
+    follows = False
+    for index in range(len(lines) - 1, -1, -1):
+        agreement_after[index] = follows
+        found = headings[index]
+        kind = found.kind if found is not None else None
+        if kind == "section":
+            follows = False
+        elif kind in _AGREEMENT_KINDS:
+            follows = True
+
     header = _Header()
     top: list[_Open] = []
     section: _Open | None = None
     stack: list[tuple[KeywordEntry | None, _Open]] = []  # open keywords inside the section
     current: _Open | None = None
     seen_content = seen_keyword = False
+    note_keywords_seen: set[str] = set()
+    issues: list[Issue] = []
 
-    for line in lines:
+    def open_node(heading: Heading) -> _Open:
+        node = _Open(heading.keyword, heading.patient_authored, heading.hsa_id)
+        if heading.inline:
+            node.lines.append(heading.inline)
+        return node
+
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped:
             if current is not None:
                 current.lines.append(line)
             continue
+        heading = headings[number - 1]
         if section is not None:
-            keyword, patient_authored = split_marker(stripped, mapping.patient_authored_marker)
-            hsa_id = None
-            if (suffixed := _HSA_PARENS.match(keyword)) and (
-                mapping.entry_for(suffixed["name"])
-                or fold(suffixed["name"]) in mappings.any_keyword
-            ):
-                keyword, hsa_id = suffixed["name"], suffixed["hsa"]
-            entry = mapping.entry_for(keyword)
-            if mapping.is_section(stripped):
-                section = _Open(stripped)
+            if heading is not None and heading.kind == "section":
+                section = current = open_node(heading)
                 top.append(section)
-                current, stack = section, []
+                stack = []
                 continue
-            if entry is not None or fold(keyword) in mappings.any_keyword:
-                node = _Open(keyword, patient_authored, hsa_id)
+            if heading is not None and heading.kind in ("entry", "other", "internal"):
+                node = open_node(heading)
+                entry = heading.entry
                 parent = mapping.parent_of(entry) if entry is not None else None
                 while stack and (parent is None or stack[-1][0] is not parent):
                     stack.pop()
@@ -376,30 +510,55 @@ def parse_text_note(
                 stack.append((entry, node))
                 current = node
                 continue
-            if not (mapping.is_note_keyword(stripped) or _is_signature(stripped)):
+            signature = heading is None and _is_signature(stripped)
+            if (heading is None or heading.kind != "note") and not signature:
                 if current is not None:
                     current.lines.append(line)
+                continue
+            repeated = heading is not None and fold(heading.keyword) in note_keywords_seen
+            if agreement_after[number - 1] or repeated:
+                holder = current or section
+                holder.lines.append(line)
+                path = (section.keyword, *(open_.keyword for _, open_ in stack))
+                why = (
+                    "heads an earlier part of the note" if repeated
+                    else "is followed by keywords of the agreement"
+                )
+                issues.append(_warning(
+                    "informational",
+                    f"line {number} '{stripped}' looks like a keyword of the journal template, "
+                    f"but it {why}: it is read as text of '{holder.keyword}', not as the end "
+                    "of the agreement section",
+                    "/".join(path),
+                ))  # fmt: skip
                 continue
             section, stack = None, []  # the section ends; read the line as outside it
         head = _header(stripped)
         if head is not None and (not seen_keyword or _is_signature(stripped)):
             setattr(header, head[0], head[1])
             seen_content, current = True, None
-        elif mapping.is_section(stripped):
-            section = current = _Open(stripped)
+        elif heading is not None and heading.kind == "section":
+            section = current = open_node(heading)
             top.append(section)
             seen_content = seen_keyword = True
-        elif mapping.is_note_keyword(stripped):
-            current = _Open(stripped)
+        elif heading is not None and heading.kind == "note":
+            current = open_node(heading)
             top.append(current)
+            note_keywords_seen.add(fold(heading.keyword))
             seen_content = seen_keyword = True
         elif not seen_content:
             header.template = stripped
             seen_content = True
         elif current is not None:
             current.lines.append(line)
+        elif seen_keyword:
+            issues.append(_warning(
+                "informational",
+                f"line {number} '{stripped}' is under no keyword (after a signature): it is "
+                "not part of the agreement",
+                "note",
+            ))  # fmt: skip
 
-    issues: list[Issue] = []
     patient = _patient(header.patient)
     author, signed_at = _signed(header.signed, issues)
     note = Note(
@@ -413,6 +572,10 @@ def parse_text_note(
         keywords=tuple(node.node() for node in top),
     )
     return note, issues
+
+
+def _warning(code: str, diagnostics: str, where: str) -> Issue:
+    return Issue(code=code, diagnostics=diagnostics, expression=(where,), severity="warning")
 
 
 def _patient(value: str | None) -> NotePatient:

@@ -4,7 +4,8 @@ Cambio's FHIR API represents journal templates as ``Questionnaire`` and signed
 notes as ``QuestionnaireResponse``. Each variant in ``mappings/`` is published
 as one Questionnaire (:func:`questionnaire`): a group for the agreement
 section with one ``text`` item per keyword, nested as the template nests them
-(a keyword with sub-keywords is a group whose first item is its own text).
+(a keyword with sub-keywords is a group whose first item is its own text),
+and last the variant's internal keyword (professional-only text).
 :func:`extract` reads a response to it into the same :class:`ParsedNote` a
 keyword note gives, so ``POST /QuestionnaireResponse/$extract`` and
 ``$import-note`` share everything after parsing.
@@ -77,10 +78,19 @@ def questionnaire(mapping: TemplateMapping) -> dict[str, Any]:
             "linkId": SECTION_LINK_ID,
             "text": mapping.section.keyword,
             "type": "group",
-            "item": [section_text, *(item(entry) for entry in mapping.keywords)],
+            "item": [section_text, *(item(entry) for entry in mapping.keywords),
+                     *_internal_item(mapping)],
         }
     ]
     return resource
+
+
+def _internal_item(mapping: TemplateMapping) -> list[dict[str, Any]]:
+    """The variant's internal keyword, last: what is answered there is professional-only."""
+    if not mapping.internal_keywords:
+        return []
+    keyword = mapping.internal_keywords[0]
+    return [{"linkId": link_id(keyword), "text": keyword, "type": "text", "repeats": True}]
 
 
 def extract(response: Mapping[str, Any], *, mappings: MappingSet | None = None) -> ParsedNote:
@@ -121,7 +131,7 @@ def extract(response: Mapping[str, Any], *, mappings: MappingSet | None = None) 
     mapping = mapping or detect_variant(note, mappings)
     if note.note_id is None and response.get("id"):
         note = note.model_copy(update={"note_id": f"QuestionnaireResponse/{response['id']}"})
-    agreement, found = note_to_agreement(note, mapping)
+    agreement, found = note_to_agreement(note, mapping, mappings)
     return ParsedNote(
         note=note,
         shape="json",
@@ -166,6 +176,9 @@ def _keyword(item: Mapping[str, Any], mapping: TemplateMapping) -> str:
     for entry, _ in mapping.entries():
         if link_id(entry.keyword) == link:
             return str(item.get("text") or entry.keyword)
+    for keyword in mapping.internal_keywords:
+        if link_id(keyword) == link:
+            return str(item.get("text") or keyword)
     return str(item.get("text") or link)
 
 

@@ -7,10 +7,17 @@ docs/mapping.md): the section keyword, its sub-keywords in template order
 (nested where the template nests them), the part of the agreement each one
 is, and synonyms. Adding a region's variant is adding a file.
 
-Keywords are matched *folded*: case, diacritics, runs of whitespace and
-trailing dots/colons/ellipses do not matter, so "Vid försämring kan
-patienten....." and "VID FORSAMRING KAN PATIENTEN" both match "Vid försämring
-kan patienten". Synonyms cover real wording differences.
+Keywords are matched *folded*: case, diacritics, runs of whitespace (also
+tabs and no-break spaces), invisible format characters and trailing
+dots/colons/ellipses do not matter, so "Vid försämring kan patienten....."
+and "VID FORSAMRING KAN PATIENTEN" both match "Vid försämring kan patienten".
+Synonyms cover real wording differences.
+
+A variant also lists its *internal* keywords (``internal_keywords``:
+"Intern anteckning" and the wordings staff use): what is written under them
+is for professionals only. They match folded too, and with a parenthesis
+after them ("Intern anteckning (visas ej för patienten)"), because that is
+how staff mark such a heading in a free-text template.
 """
 
 from __future__ import annotations
@@ -37,20 +44,31 @@ __all__ = [
     "default_mappings",
     "fold",
     "load_mappings",
+    "without_parenthesis",
 ]
 
 DEFAULT_MAPPINGS_DIR = Path(__file__).resolve().parents[3] / "mappings"
 """The repository's ``mappings/`` folder; ``SAMPLAN_MAPPINGS_DIR`` overrides it."""
 
 _TRAILING = re.compile(r"[\s.:…]+$")
+_PARENTHESIS = re.compile(r"\s*\([^()]*\)[\s.:…]*$")
 
 
 @lru_cache(maxsize=16384)
 def fold(keyword: str) -> str:
     """The form keywords are compared in: no case or diacritics, single spaces, no trailing dots."""
     decomposed = unicodedata.normalize("NFKD", keyword)
-    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
+    bare = "".join(
+        char
+        for char in decomposed
+        if not unicodedata.combining(char) and unicodedata.category(char) != "Cf"
+    )
     return _TRAILING.sub("", " ".join(bare.casefold().split()))
+
+
+def without_parenthesis(keyword: str) -> str:
+    """``keyword`` without one trailing ``(...)``: "Intern anteckning (visas ej)" -> the keyword."""
+    return _PARENTHESIS.sub("", keyword)
 
 
 class MappingError(ValueError):
@@ -112,6 +130,9 @@ class TemplateMapping(_Spec):
     in a printed note they end the agreement section."""
     patient_authored_marker: str = "(patientens tillägg)"
     """Appended to a keyword line in a printed note for what the patient added."""
+    internal_keywords: tuple[str, ...] = ()
+    """Keywords whose text is for professionals only ("Intern anteckning"): stored with a
+    ``NOPATIENT`` label, kept in ``$export-note``, never shown to the patient."""
 
     @model_validator(mode="after")
     def _unique_keywords(self) -> TemplateMapping:
@@ -124,6 +145,10 @@ class TemplateMapping(_Spec):
         for name in self.note_keywords:
             if fold(name) in seen:
                 raise ValueError(f"note keyword '{name}' is also an agreement keyword")
+        notes = {fold(name) for name in self.note_keywords}
+        for name in self.internal_keywords:
+            if fold(name) in seen or fold(name) in notes:
+                raise ValueError(f"internal keyword '{name}' is also another keyword")
         return self
 
     def entries(self) -> Iterator[tuple[KeywordEntry, KeywordEntry | None]]:
@@ -134,11 +159,13 @@ class TemplateMapping(_Spec):
     _lookup: dict[str, KeywordEntry] = PrivateAttr(default_factory=dict)
     _section_names: frozenset[str] = PrivateAttr(default=frozenset())
     _note_names: frozenset[str] = PrivateAttr(default=frozenset())
+    _internal_names: frozenset[str] = PrivateAttr(default=frozenset())
 
     def model_post_init(self, _context: Any, /) -> None:
         self._lookup = {fold(name): entry for entry, _ in self.entries() for name in entry.names}
         self._section_names = frozenset(fold(name) for name in self.section.names)
         self._note_names = frozenset(fold(name) for name in self.note_keywords)
+        self._internal_names = frozenset(fold(name) for name in self.internal_keywords)
 
     def entry_for(self, keyword: str) -> KeywordEntry | None:
         """The entry a keyword (as written) stands for, or None if the template lacks it."""
@@ -149,6 +176,13 @@ class TemplateMapping(_Spec):
 
     def is_note_keyword(self, keyword: str) -> bool:
         return fold(keyword) in self._note_names
+
+    def is_internal(self, keyword: str) -> bool:
+        """An internal (professional-only) keyword, also with a parenthesis after it."""
+        return (
+            fold(keyword) in self._internal_names
+            or fold(without_parenthesis(keyword)) in self._internal_names
+        )
 
     def parent_of(self, entry: KeywordEntry) -> KeywordEntry | None:
         for candidate, parent in self.entries():
@@ -173,6 +207,10 @@ class MappingSet:
             fold(name) for m in self.mappings for entry, _ in m.entries() for name in entry.names
         )
         """Every sub-keyword any variant knows: in a printed note, such a line is a keyword."""
+        self.any_internal = frozenset(
+            fold(name) for m in self.mappings for name in m.internal_keywords
+        )
+        """Every internal keyword any variant lists: never shown to a patient, whichever reads."""
 
     def __iter__(self) -> Iterator[TemplateMapping]:
         return iter(self.mappings)
@@ -181,6 +219,13 @@ class MappingSet:
     def default(self) -> TemplateMapping:
         """The variant used to render an agreement that names none."""
         return self.mappings[0]
+
+    def is_internal(self, keyword: str) -> bool:
+        """Whether any variant lists ``keyword`` as internal (professional-only)."""
+        return (
+            fold(keyword) in self.any_internal
+            or fold(without_parenthesis(keyword)) in self.any_internal
+        )
 
     def get(self, variant: str | None) -> TemplateMapping:
         """The named variant, or the default when ``variant`` is None or unknown."""
