@@ -827,10 +827,10 @@ class TestAGuardianReachesTheChild:
             "/fhir/CarePlan/$import-note", content=KALMAR_TYPED.encode(),
             headers={"Authorization": f"Bearer {staff}", "Content-Type": "text/plain"})
         assert imported.status_code == 201, imported.text
-        plan = json.loads((await secure_services.fhir.read(
+        plan = json.loads((await secure_services.gate.as_service().read(
             "CarePlan", plan_id(imported))).content)
         child = plan["subject"]["reference"].split("/")[1]
-        guardian = (await secure_services.fhir.create("RelatedPerson", {
+        guardian = (await secure_services.gate.as_service().create("RelatedPerson", {
             "resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child}"},
             "relationship": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
@@ -850,10 +850,6 @@ class TestAGuardianReachesTheChild:
             for word in INTERNAL_WORDS:
                 assert word not in body
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "FHIR reads by a patient or relative do not yet remove elements with the DS4P inline "
-        "NOPATIENT label (only $agreement does); the lead is moving that redaction into "
-        "security/ for every output path. Remove this marker when that lands."))
     async def test_a_relatives_fhir_reads_leave_out_what_is_labelled(
         self, secure_client: httpx.AsyncClient, secure_services: Any, mint: Any
     ) -> None:
@@ -861,10 +857,10 @@ class TestAGuardianReachesTheChild:
         imported = await secure_client.post(
             "/fhir/CarePlan/$import-note", content=KALMAR_TYPED.encode(),
             headers={"Authorization": f"Bearer {staff}", "Content-Type": "text/plain"})
-        plan = json.loads((await secure_services.fhir.read(
+        plan = json.loads((await secure_services.gate.as_service().read(
             "CarePlan", plan_id(imported))).content)
         child = plan["subject"]["reference"].split("/")[1]
-        guardian = (await secure_services.fhir.create("RelatedPerson", {
+        guardian = (await secure_services.gate.as_service().create("RelatedPerson", {
             "resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child}"},
             "relationship": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",

@@ -49,10 +49,16 @@ class Names:
 @pytest.fixture
 def no_private(services: Services) -> Iterator[EndpointGuard]:
     """The app's endpoint policy as in production (the test app allows private targets)."""
+    from samplan.fhir.resource import WRITE_CHECKS
+    from samplan.subscriptions.model import SubscriptionCheck
+
     guard = services.subscriptions.check.endpoints
+    # the write checks are process-wide: the newest app's check is the one that runs
+    installed = [c.endpoints for c in WRITE_CHECKS if isinstance(c, SubscriptionCheck)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(guard, "allow_private", False)
-        patch.setattr(guard, "resolver", Names(["93.184.215.14"]))
+        for each in {id(g): g for g in (guard, *installed)}.values():
+            patch.setattr(each, "allow_private", False)
+            patch.setattr(each, "resolver", Names(["93.184.215.14"]))
         yield guard
 
 
