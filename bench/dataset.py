@@ -185,6 +185,8 @@ def shared_pool(
             "active": True, "name": name,
             "telecom": [{"system": "phone", "value": phone, "use": "work"}],
             "address": [{"city": town, "country": "SE"}],
+            "partOf": _ref("Organization", REGION_ID,
+                           {"system": HSA_SYSTEM, "value": REGION_HSA_ID}, REGION_NAME),
         })
         doctors: list[tuple[str, str, str]] = []
         nurses: list[tuple[str, str, str]] = []
@@ -206,9 +208,9 @@ def shared_pool(
     return pool, resources
 
 
-# One organisation in every CareTeam besides the care unit (the region's primary care,
-# as a care provider): what puts every patient of the dataset in reach of one staff
-# or system token when the benchmark runs with auth on (bench/scenarios.py).
+# The care provider every care unit is part of (Organization.partOf): what puts every
+# patient of the dataset in reach of the region's one system token when the benchmark
+# runs with auth on (bench/scenarios.py), as a region's journal integration (issue 15).
 REGION_ID = "0b6c1f3e-5e8a-4c1e-9a57-52e9b3a1d000"
 REGION_HSA_ID = "SE2321000000-0001"
 REGION_NAME = "Region Kalmar län, primärvården"
@@ -298,8 +300,6 @@ def make_agreement(i: int, pool: list[Unit], seed: int, *, token: str | None = N
         ],
         "managingOrganization": [
             _ref("Organization", unit.id, {"system": HSA_SYSTEM, "value": unit.hsa_id}, unit.name),
-            _ref("Organization", REGION_ID, {"system": HSA_SYSTEM, "value": REGION_HSA_ID},
-                 REGION_NAME),
         ],
         "telecom": [{"system": "phone", "value": unit.phone, "use": "work"},
                     {"system": "url", "value": "https://www.1177.se"}],

@@ -140,28 +140,25 @@ _NO_RATE_LIMIT = {"SAMPLAN_RATE_LIMIT_PER_MINUTE": "0",
 
 # Auth on: the server checks a bearer token on every request, computes the caller's
 # reach (the CareTeams naming its organisations) and audits every read and write, as
-# in production. The token is a staff member's (user/*.cruds) signed by the development
-# key the server makes in its SAMPLAN_DATA_DIR (the bench's work directory): care
-# provider = the region organisation that every CareTeam of the dataset names
-# (bench/dataset.py: REGION_HSA_ID), care unit and employee = the unit and author of
-# the example note $import-note posts, so the new agreements are in reach too.
-NOTE_AUTHOR_HSA_ID = "SE2321000073-1001"
-NOTE_CARE_UNIT_HSA_ID = "SE2321000073-2001"
+# in production. The token is the region's journal integration's (system/*.cruds,
+# issue 15) signed by the development key the server makes in its SAMPLAN_DATA_DIR
+# (the bench's work directory): its organisation is the care provider every care unit
+# of the dataset is part of (bench/dataset.py: REGION_HSA_ID), so it reaches every
+# patient through the units; the note $import-note posts names the region as its care
+# provider, so its unit is registered under it and the new agreements are in reach too.
 
-
-def staff_token(data_dir: Path, lifetime_s: int = 4 * 3600) -> str:
+def region_token(data_dir: Path, lifetime_s: int = 4 * 3600) -> str:
     from samplan.security.devkeys import load_or_create_dev_key
     from samplan.settings import Settings
 
     defaults = Settings(auth_enabled=True)
     return load_or_create_dev_key(data_dir).mint(
-        scopes="user/*.cruds", issuer=defaults.token_issuer, audience=defaults.token_audience,
-        user=NOTE_AUTHOR_HSA_ID, care_unit=NOTE_CARE_UNIT_HSA_ID,
-        care_provider=dataset.REGION_HSA_ID, lifetime_s=lifetime_s)
+        scopes="system/*.cruds", issuer=defaults.token_issuer, audience=defaults.token_audience,
+        org=dataset.REGION_HSA_ID, lifetime_s=lifetime_s)
 
 
 def _bearer(data_dir: Path) -> dict[str, str]:
-    return {"Authorization": f"Bearer {staff_token(data_dir)}"}
+    return {"Authorization": f"Bearer {region_token(data_dir)}"}
 
 
 MODES: tuple[Mode, ...] = (

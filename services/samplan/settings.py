@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         True, description="Bearer tokens required; false only for a local demo."
     )
+    staff_reach_provider: bool = Field(
+        False, description=(
+            "Staff tokens also reach the patients of their care provider's units (every "
+            "Organization under healthCareProviderHsaId by partOf). Off: staff reach their "
+            "care unit's patients, as the patient-data law's care relation asks; systems "
+            "(a region's journal integration) always act for their provider's units."
+        ),
+    )
     audit_enabled: bool = Field(
         True, description=(
             "An AuditEvent for every read and write of patient data. false only with auth "

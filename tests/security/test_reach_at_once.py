@@ -22,7 +22,6 @@ from samplan.fhir.errors import NotFound
 from samplan.security import policy
 from samplan.security.gate import Access
 from samplan.security.principal import Principal
-from samplan.security.reach import hsa_ids
 from samplan.store.access import AccessQueries
 from security.test_reach_subquery import PRINCIPALS, _create, patients  # noqa: F401
 
@@ -53,7 +52,7 @@ async def test_every_form_of_reach_agrees(
 ) -> None:
     gate = secure_services.gate
     principal = _principal(PRINCIPALS[who])
-    orgs, staff = hsa_ids(principal)
+    orgs, staff = gate.resolver.hsa_ids(principal)
     on_driver = await gate.queries.reach_facts(orgs, staff, patients.values())
     async with gate.engine.connect() as conn:
         on_conn = await AccessQueries(gate.engine, conn).reach_facts(orgs, staff,
@@ -111,6 +110,7 @@ async def test_a_missing_resource_is_not_found_in_one_statement(
 ) -> None:
     gate = secure_services.gate
     principal = _principal(PRINCIPALS["unit-staff"])
-    stored, _ = await gate.queries.read_with_reach("CarePlan", "no-such-plan", *hsa_ids(principal))
+    stored, _ = await gate.queries.read_with_reach("CarePlan", "no-such-plan",
+                                                   *gate.resolver.hsa_ids(principal))
     assert stored is None
     assert await _outcome(gate.access(principal), "CarePlan", "no-such-plan") == "404"

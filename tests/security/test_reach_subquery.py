@@ -142,8 +142,13 @@ async def test_the_subquery_reaches_what_the_policy_says(
     expected = {patients[n] for n in ("by_org", "by_role", "by_nurse", "managed")}
     assert set(found) == expected
     assert total == 4
+    # staff stay at their care unit: the care provider's own CareTeams are not theirs
     provider, *_ = await _run(secure_services, PRINCIPALS["provider-staff"], True, "Patient", [])
-    assert provider == [patients["by_provider"]]
+    assert provider == []
+    system, *_ = await _run(secure_services, {"scope": "system/*.rs",
+                                              "healthCareProviderHsaId": PROVIDER},
+                            True, "Patient", [])
+    assert system == [patients["by_provider"]]
 
 
 async def test_patients_keep_the_id_list(

@@ -101,6 +101,7 @@ class AgreementResources:
     careplan: Entry
     careteam: Entry
     organization: Entry | None
+    provider: Entry | None
     practitioners: tuple[Entry, ...]
     appointments: tuple[Entry, ...]
     goals: tuple[Entry, ...]
@@ -108,7 +109,8 @@ class AgreementResources:
 
     def entries(self) -> list[Entry]:
         """All entries, the ones others point at first."""
-        head = [self.patient, *([self.organization] if self.organization else [])]
+        head = [self.patient, *([self.provider] if self.provider else []),
+                *([self.organization] if self.organization else [])]
         return [*head, *self.practitioners, *self.goals, self.careteam, self.careplan,
                 *self.appointments]  # fmt: skip
 
@@ -193,7 +195,8 @@ class _Builder:
 
     # -- references ---------------------------------------------------------------------------
     def build(self, careplan_id: str | None, careteam_id: str | None) -> AgreementResources:
-        organization = self.organization_entry()
+        provider = self.provider_entry()
+        organization = self.organization_entry(provider)
         careteam = self.careteam_entry(careteam_id, organization)
         goals = self.goal_entries()
         careplan_url = self.urn("CarePlan")
@@ -216,6 +219,7 @@ class _Builder:
             careplan=careplan,
             careteam=careteam,
             organization=organization,
+            provider=provider,
             practitioners=practitioners,
             appointments=tuple(entry for entries in appointments.values() for entry in entries),
             goals=tuple(goals),
@@ -283,7 +287,32 @@ class _Builder:
             },
         )
 
-    def organization_entry(self) -> Entry | None:
+    def provider_entry(self) -> Entry | None:
+        """The care provider the note names: registered when new (``ifNoneExist``)."""
+        provider = self.agreement.care_provider
+        unit = self.agreement.care_unit
+        if (provider is None or provider.hsa_id is None or not is_hsa_id(provider.hsa_id)
+                or unit is None or unit.hsa_id == provider.hsa_id):
+            return None
+        resource: dict[str, Any] = {
+            "resourceType": "Organization",
+            "identifier": [{"system": HSA_SYSTEM, "value": provider.hsa_id}],
+        }
+        if provider.name:
+            resource["name"] = provider.name
+        return Entry(
+            full_url=self.urn("Organization", provider.hsa_id),
+            resource=resource,
+            request={
+                "method": "POST",
+                "url": "Organization",
+                "ifNoneExist": _conditional(HSA_SYSTEM, provider.hsa_id),
+            },
+        )
+
+    def organization_entry(self, provider: Entry | None = None) -> Entry | None:
+        """The care unit: registered when new (``ifNoneExist``), under ``provider`` when the
+        note names one; a unit registered before is used as it is."""
         unit = self.agreement.care_unit
         if unit is None or unit.hsa_id is None or not is_hsa_id(unit.hsa_id):
             return None
@@ -293,6 +322,8 @@ class _Builder:
         }
         if unit.name:
             resource["name"] = unit.name
+        if provider is not None:
+            resource["partOf"] = self.reference(provider, display=provider.resource.get("name"))
         return Entry(
             full_url=self.urn("Organization", unit.hsa_id),
             resource=resource,

@@ -26,6 +26,7 @@ __all__ = [
     "Agreement",
     "AgreementItem",
     "Author",
+    "CareProvider",
     "CareUnit",
     "Part",
     "PatientInfo",
@@ -114,6 +115,13 @@ class CareUnit(_Model):
     hsa_id: str | None = None
 
 
+class CareProvider(_Model):
+    """The care provider (vårdgivare) the care unit belongs to (``Organization.partOf``)."""
+
+    name: str | None = None
+    hsa_id: str | None = None
+
+
 class AgreementItem(_Model):
     """One keyword of the agreement section with its text."""
 
@@ -141,6 +149,9 @@ class Agreement(_Model):
     """The journal template's name, e.g. "Besöksanteckning läkare"."""
     author: Author | None = None
     care_unit: CareUnit | None = None
+    care_provider: CareProvider | None = None
+    """Who the unit belongs to, when the note says: a unit first registered by this note
+    is registered under it (a unit registered before keeps what it is part of)."""
     signed_at: AwareDatetime | None = None
     """When the note was signed; held in UTC, rendered in Swedish time."""
     section_keyword: str = "Överenskommelse"

@@ -239,7 +239,7 @@ class FhirService:
                 return WriteResult(match, created=False, existing=True)
         new_id = resource_id or str(uuid.uuid4())
         resource = {**resource, "id": new_id}
-        await self._check_unique(tx, resource)
+        await self._check_integrity(tx, resource)
         stored = await tx.write(resource, resource_id=new_id, current=None, method="POST")
         return WriteResult(stored, created=True)
 
@@ -262,6 +262,36 @@ class FhirService:
                 f"{what} {criteria!r} matches more than one {resource_type}.", [what]
             )
         return matches[0] if matches else None
+
+    async def _check_integrity(self, tx: WriteTx, resource: dict[str, Any]) -> None:
+        """Rules over more than one resource, checked inside the write's transaction."""
+        await self._check_unique(tx, resource)
+        await self._check_part_of(tx, resource)
+
+    async def _check_part_of(self, tx: WriteTx, resource: dict[str, Any]) -> None:
+        """An Organization's ``partOf`` chain must not lead back to it (422).
+
+        A care provider's units are found by following ``partOf`` (reach of a provider's
+        system token, docs/security.md): a cycle would make every unit in it part of
+        every other. Writes of the hierarchy are serialised by a lock, so two
+        concurrent writes cannot close a cycle between them.
+        """
+        if resource.get("resourceType") != "Organization" or not resource.get("partOf"):
+            return
+        await tx.lock("organization-hierarchy")
+        own = resource.get("id")
+        parent = _organization_id(resource.get("partOf"))
+        seen: set[str] = set()
+        while parent is not None and parent not in seen and len(seen) < _MAX_DEPTH:
+            if parent == own:
+                raise Unprocessable(
+                    "Organization.partOf leads back to this Organization (a cycle): a unit "
+                    "cannot be part of itself, directly or through others.",
+                    ["Organization.partOf"], code="business-rule")
+            seen.add(parent)
+            found = await tx.read_many([("Organization", parent)])
+            body = orjson.loads(found[0].content) if found and found[0].content else {}
+            parent = _organization_id(body.get("partOf"))
 
     async def _check_unique(self, tx: WriteTx, resource: dict[str, Any]) -> None:
         """One personnummer or samordningsnummer names one Patient: a second is a 409.
@@ -322,7 +352,7 @@ class FhirService:
         current = await tx.current(resource["resourceType"], resource_id)
         _check_if_match(current, if_match, f"{resource['resourceType']}/{resource_id}")
         resource = {**resource, "id": resource_id}
-        await self._check_unique(tx, resource)
+        await self._check_integrity(tx, resource)
         stored = await tx.write(resource, resource_id=resource_id, current=current, method="PUT")
         return WriteResult(stored, created=current is None or current.deleted)
 
@@ -371,7 +401,7 @@ class FhirService:
         if patched.get("id") != resource_id:
             raise Unprocessable("A patch may not change the id.", [f"{resource_type}.id"])
         resource = validate_resource(patched, resource_type)
-        await self._check_unique(tx, resource)
+        await self._check_integrity(tx, resource)
         stored = await tx.write(resource, resource_id=resource_id, current=current,
                                 method="PATCH")
         return WriteResult(stored, created=False)
@@ -415,6 +445,18 @@ def _check_if_match(current: StoredResource | None, if_match: str | None, label:
             ["If-Match"],
             headers={"ETag": current.etag},
         )
+
+
+_MAX_DEPTH = 64
+"""How far up ``Organization.partOf`` is followed (regions are a few levels deep)."""
+
+
+def _organization_id(reference: Any) -> str | None:
+    """The id of a relative ``Organization/{id}`` reference."""
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    kind, _, rid = reference["reference"].rpartition("/")
+    return rid if kind.endswith("Organization") and rid else None
 
 
 def _query_pairs(criteria: str) -> list[tuple[str, str]]:

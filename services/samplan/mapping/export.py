@@ -27,6 +27,7 @@ from samplan.mapping.note import (
     KeywordNode,
     Note,
     NoteAuthor,
+    NoteCareProvider,
     NoteCareUnit,
     NotePatient,
 )
@@ -152,6 +153,12 @@ def export_tree(
             if agreement.care_unit
             else None
         ),
+        care_provider=(
+            NoteCareProvider(hsa_id=agreement.care_provider.hsa_id,
+                             name=agreement.care_provider.name)
+            if agreement.care_provider
+            else None
+        ),
         signed_at=to_local(agreement.signed_at) if agreement.signed_at else None,
         template=agreement.template,
         template_variant=mapping.id,
@@ -171,6 +178,9 @@ def _text(agreement: Agreement, note: Note, mapping: TemplateMapping) -> str:
     unit = agreement.care_unit
     if unit is not None and (unit.name or unit.hsa_id):
         lines.append("Vårdenhet: " + _with_hsa(unit.name or "", unit.hsa_id))
+    provider = agreement.care_provider
+    if provider is not None and (provider.name or provider.hsa_id):
+        lines.append("Vårdgivare: " + _with_hsa(provider.name or "", provider.hsa_id))
     signed = _signed_line(agreement)
     if signed:
         lines.append(signed)

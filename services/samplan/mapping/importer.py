@@ -30,7 +30,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from samplan.agreement.interpret import interpret
-from samplan.agreement.model import Agreement, AgreementItem, Author, CareUnit, Part, PatientInfo
+from samplan.agreement.model import (
+    Agreement,
+    AgreementItem,
+    Author,
+    CareProvider,
+    CareUnit,
+    Part,
+    PatientInfo,
+)
 from samplan.agreement.values import find_hsa_ids, to_local
 from samplan.fhir.errors import BadRequest, Issue, Unprocessable
 from samplan.fhir.identifiers import InvalidIdentifier, is_hsa_id, normalise_personnummer
@@ -221,6 +229,7 @@ def note_to_agreement(
         template=note.template,
         author=_author(note, warnings),
         care_unit=_care_unit(note, warnings),
+        care_provider=_care_provider(note, warnings),
         signed_at=to_local(note.signed_at) if note.signed_at else None,
         section_keyword=section_keyword,
         section_text=section_text,
@@ -345,6 +354,13 @@ def _care_unit(note: Note, warnings: list[Issue]) -> CareUnit | None:
         return None
     hsa_id = _checked_hsa(note.care_unit.hsa_id, "careUnit", warnings)
     return CareUnit(name=note.care_unit.name, hsa_id=hsa_id)
+
+
+def _care_provider(note: Note, warnings: list[Issue]) -> CareProvider | None:
+    if note.care_provider is None:
+        return None
+    hsa_id = _checked_hsa(note.care_provider.hsa_id, "careProvider", warnings)
+    return CareProvider(name=note.care_provider.name, hsa_id=hsa_id)
 
 
 def _checked_hsa(value: str | None, where: str, warnings: list[Issue]) -> str | None:

@@ -51,6 +51,7 @@ __all__ = [
     "KeywordNode",
     "Note",
     "NoteAuthor",
+    "NoteCareProvider",
     "NoteCareUnit",
     "NotePatient",
     "NoteShape",
@@ -125,6 +126,14 @@ class NoteCareUnit(_NoteModel):
     name: str | None = None
 
 
+class NoteCareProvider(_NoteModel):
+    """The care provider (vårdgivare) the unit belongs to: a region, a municipality, a
+    private provider. Named so that a unit first seen in a note is registered under it."""
+
+    hsa_id: str | None = None
+    name: str | None = None
+
+
 class KeywordNode(_NoteModel):
     """One keyword of the note, its text and the keywords nested under it."""
 
@@ -160,6 +169,7 @@ class Note(_NoteModel):
     patient: NotePatient
     author: NoteAuthor | None = None
     care_unit: NoteCareUnit | None = None
+    care_provider: NoteCareProvider | None = None
     signed_at: AwareDatetime | None = None
     template: str | None = None
     template_variant: str | None = None
@@ -298,6 +308,7 @@ _HEADERS: dict[str, str] = {
     "patient": "patient",
     "vardenhet": "unit",
     "enhet": "unit",
+    "vardgivare": "provider",
     "signerad": "signed",
     "signerat": "signed",
     "anteckningsid": "note_id",
@@ -363,6 +374,7 @@ class _Header:
     note_id: str | None = None
     patient: str | None = None
     unit: str | None = None
+    provider: str | None = None
     signed: str | None = None
     variant: str | None = None
 
@@ -566,6 +578,7 @@ def parse_text_note(
         patient=patient,
         author=author,
         care_unit=_unit(header.unit),
+        care_provider=_provider(header.provider),
         signed_at=signed_at,
         template=header.template,
         template_variant=header.variant,
@@ -600,6 +613,12 @@ def _unit(value: str | None) -> NoteCareUnit | None:
     if match := _HSA_PARENS.match(value):
         return NoteCareUnit(name=match["name"] or None, hsa_id=match["hsa"])
     return NoteCareUnit(name=value)
+
+
+def _provider(value: str | None) -> NoteCareProvider | None:
+    """``Vårdgivare: Region Kalmar län (SE2321000073-0001)``."""
+    unit = _unit(value)
+    return NoteCareProvider(name=unit.name, hsa_id=unit.hsa_id) if unit is not None else None
 
 
 def _signed(value: str | None, issues: list[Issue]) -> tuple[NoteAuthor | None, datetime | None]:

@@ -91,7 +91,8 @@ async def open_gate(settings: Settings, *, pool_size: int | None = None) -> Gate
     service = FhirService(repo, tz=tz, base_url=settings.base_url,
                           default_count=settings.default_page_size,
                           max_count=settings.max_page_size)
-    return Gate(service, audit=settings.audit_enabled)
+    return Gate(service, audit=settings.audit_enabled,
+                provider_units=settings.staff_reach_provider)
 
 
 class Gate:

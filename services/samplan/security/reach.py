@@ -48,7 +48,9 @@ class ReachResolver:
         return self.queries if on is None else self.queries.on(on)
 
     def units(self, principal: Principal) -> bool:
-        """Whether the principal acts for the units under its organisations too."""
+        """Whether the principal acts for the units under its organisations too (``partOf``,
+        any depth): a system (a region's journal integration acts for every unit of its care
+        provider); staff only when the setting says so (docs/security.md)."""
         return principal.kind == "system" or (principal.kind == "staff" and self.provider_units)
 
     async def among(
@@ -67,7 +69,8 @@ class ReachResolver:
             return Reach(patients=frozenset([own]) if own else frozenset())
         if principal.kind == "relative":
             return Reach(patients=await self._relative_patients(principal, q), read_only=True)
-        facts = await q.reach_facts(*hsa_ids(principal), wanted, units=self.units(principal))
+        facts = await q.reach_facts(*self.hsa_ids(principal), wanted,
+                                     units=self.units(principal))
         return await self._narrowed(principal, self.from_facts(facts), grant, q)
 
     async def basis(self, principal: Principal, *, grant: ScopeGrant | None = None) -> Reach:
@@ -77,7 +80,7 @@ class ReachResolver:
                 grant is not None and grant.patient_context_only):
             own = await self.resolve_patient(principal.patient) if principal.patient else None
             return await self.among(principal, [own], grant=grant)
-        facts = await self.queries.reach_facts(*hsa_ids(principal), (),
+        facts = await self.queries.reach_facts(*self.hsa_ids(principal), (),
                                                units=self.units(principal))
         return self.from_facts(facts)
 
@@ -86,7 +89,11 @@ class ReachResolver:
     ) -> tuple[StoredResource | None, ReachFacts]:
         """A staff member's or system's read by id and its reach, in one round trip."""
         return await self.queries.read_with_reach(
-            resource_type, resource_id, *hsa_ids(principal), units=self.units(principal))
+            resource_type, resource_id, *self.hsa_ids(principal), units=self.units(principal))
+
+    def hsa_ids(self, principal: Principal) -> tuple[list[str], list[str]]:
+        """:func:`hsa_ids` with this application's setting for staff."""
+        return hsa_ids(principal, provider=self.provider_units)
 
     def from_facts(self, facts: ReachFacts) -> Reach:
         """The reach :class:`ReachFacts` describe; a patient's spärr overrides the care team."""
@@ -153,11 +160,22 @@ class ReachResolver:
         return claim if ID_PATTERN.match(claim) else None
 
 
-def hsa_ids(principal: Principal) -> tuple[list[str], list[str]]:
-    """The HSA-ids a staff member or system acts as: (organisations, the employee)."""
+def hsa_ids(principal: Principal, *, provider: bool = False) -> tuple[list[str], list[str]]:
+    """The HSA-ids a staff member or system acts as: (organisations, the employee).
+
+    A system acts for its organisation and its care provider (``organizationHsaId``,
+    ``healthCareProviderHsaId``). Staff act for their care unit (``commissionHsaId``)
+    and organisation, and for their care provider only with ``provider`` (the
+    ``SAMPLAN_STAFF_REACH_PROVIDER`` setting): the patient-data law's care relation is
+    the unit's.
+    """
     found = [principal.organisation_hsa_id]
+    if principal.kind == "system":
+        found.append(principal.care_provider_hsa_id)
     if principal.kind == "staff":
-        found += [principal.care_provider_hsa_id, principal.care_unit_hsa_id]
+        found.append(principal.care_unit_hsa_id)
+        if provider:
+            found.append(principal.care_provider_hsa_id)
     employee = [principal.employee_hsa_id] if (
         principal.kind == "staff" and principal.employee_hsa_id) else []
-    return [h for h in found if h], employee
+    return [h for h in dict.fromkeys(found) if h], employee
