@@ -198,9 +198,15 @@ def import_notes(
     folder: Annotated[Path, typer.Argument(help="Folder of notes (*.json, *.txt).")],
     report: Annotated[Path, typer.Option(help="Where failures are written (JSON lines).")] = Path(
         "import-failures.jsonl"),
-    concurrency: Annotated[int, typer.Option(help="Notes imported at once.")] = 4,
+    journal: Annotated[Path, typer.Option(
+        help="The notes already imported, one a line: a run started again skips them.")] = Path(
+        "import-notes.journal"),
+    concurrency: Annotated[int, typer.Option(help="Notes imported at once.")] = 8,
 ) -> None:
-    """Import a folder of keyword notes (idempotent by note id: safe to re-run)."""
+    """Import a folder of keyword notes: progress with rate and time left; interrupt it
+    (Ctrl-C) and run it again to go on (no note is imported twice)."""
+    import signal
+
     from samplan.agreement.bulk import import_folder
     from samplan.agreement.notes import AgreementNotes
     from samplan.main import build_services, close_services
@@ -208,21 +214,31 @@ def import_notes(
     settings = _safe_settings()
 
     async def run() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
         services = await build_services(settings)
         try:
             notes = AgreementNotes(services.gate.as_service())
-            summary = await import_folder(notes, folder, report=report,
+            summary = await import_folder(notes, folder, report=report, journal=journal,
                                           concurrency=concurrency)
         finally:
             await close_services(services)
         counts = summary.counts
         typer.echo(f"created {counts['created']}, updated {counts['updated']}, "
-                   f"unchanged {counts['unchanged']}, failed {counts['failed']}"
+                   f"unchanged {counts['unchanged']}, failed {counts['failed']}, "
+                   f"already done {counts['skipped']}; {summary.rate:.0f} notes/s"
                    + (f" (see {report})" if counts["failed"] else ""))
         if counts["failed"]:
             raise typer.Exit(1)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        typer.echo(f"interrupted: what was imported is in {journal}; run the same command "
+                   "again to go on", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command()
