@@ -36,7 +36,7 @@ from samplan.fhir.registry import (
     ParamType,
     ResourceType,
 )
-from samplan.fhir.subsetting import Subsetting, parse_summary, subsetting
+from samplan.fhir.subsetting import Subsetting, parse_summary, single, subsetting
 
 DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]
 _PREFIXES: tuple[DatePrefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
@@ -142,11 +142,11 @@ def parse_search(
 ) -> SearchQuery:
     rtype = REGISTRY[resource_type]
     query = SearchQuery(resource_type=resource_type, count=default_count)
-    summary = _once(params, "_summary")
+    summary = single(params, "_summary")
     if summary is not None:
         query.summary_count = parse_summary(summary, search=True) == "count"
     query.subsetting = subsetting(resource_type, None if query.summary_count else summary,
-                                  _once(params, "_elements"))
+                                  single(params, "_elements"))
     for raw_name, raw_value in params:
         name, _, modifier = raw_name.partition(":")
         mod = modifier or None
@@ -182,13 +182,6 @@ def parse_search(
         if values:
             query.filters.append(Filter(name, ptype, values, mod))
     return query
-
-
-def _once(params: list[tuple[str, str]], name: str) -> str | None:
-    values = [v for k, v in params if k == name]
-    if len(values) > 1:
-        raise BadRequest(f"{name} may be given once.", [name])
-    return values[0] if values else None
 
 
 def _unknown(query: SearchQuery, strict: bool, message: str, name: str) -> None:

@@ -253,14 +253,15 @@ def subsetting(resource_type: str, summary: str | None, elements: str | None
 
 def read_subsetting(resource_type: str, params: list[tuple[str, str]]) -> Subsetting | None:
     """``_summary`` / ``_elements`` of a read or vread (other parameters are left alone)."""
-    summary = _once(params, "_summary")
-    elements = _once(params, "_elements")
+    summary = single(params, "_summary")
+    elements = single(params, "_elements")
     if summary is not None:
         parse_summary(summary, search=False)
     return subsetting(resource_type, summary, elements)
 
 
-def _once(params: list[tuple[str, str]], name: str) -> str | None:
+def single(params: list[tuple[str, str]], name: str) -> str | None:
+    """The one value of a parameter that may be given once (None when absent), else a 400."""
     values = [v for k, v in params if k == name]
     if len(values) > 1:
         raise BadRequest(f"{name} may be given once.", [name])
