@@ -21,6 +21,7 @@ from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
 from samplan.api.fhir import router as fhir_router
 from samplan.api.operations import router as operations_router
+from samplan.api.paths import TrailingSlashMiddleware
 from samplan.api.patient import router as patient_router
 from samplan.api.subscriptions import router as subscriptions_router
 from samplan.fhir import conformance, identifiers
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(api_auth.BearerAuthMiddleware)
     app.add_middleware(hardening.HardeningMiddleware, settings=settings,  # before auth
                        public=api_auth.PUBLIC_PATHS, public_prefixes=api_auth.PUBLIC_PREFIXES)
+    app.add_middleware(TrailingSlashMiddleware)  # /fhir/ is /fhir, never a 307
     observability.install(app, settings)  # outermost: request id, metrics, access log
     openapi_export.install(app)
     app.include_router(smart.router)  # SMART discovery (public)

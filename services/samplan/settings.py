@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
 
 class Settings(BaseSettings):
     """Everything the service can be told from the outside."""
@@ -35,7 +37,10 @@ class Settings(BaseSettings):
     port: int = Field(8080, description="Port `samplan serve` binds to.")
     public_base_url: str | None = Field(
         None,
-        description="Absolute FHIR base used in links and fullUrls (default http://HOST:PORT/fhir).",
+        description="Absolute FHIR base used in links, fullUrls and Location. Unset (or empty): "
+        "each request's own scheme and host (forwarding headers only from "
+        "SAMPLAN_TRUSTED_PROXIES); outside a request (the delivery worker) "
+        "http://HOST:PORT/fhir, with localhost for a wildcard HOST.",
     )
     trusted_proxies: list[str] = Field(
         [], description="Addresses or CIDR networks of the reverse proxies whose "
@@ -171,6 +176,17 @@ class Settings(BaseSettings):
         'as JSON: ["https://portal.example.se"]. None by default.'
     )
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        """Empty is unset (``SAMPLAN_PUBLIC_BASE_URL=`` in a compose file or a shell)."""
+        if value is None or not value.strip():
+            return None
+        text = value.strip().rstrip("/")
+        if not text.startswith(("http://", "https://")) or "?" in text or "#" in text:
+            raise ValueError(f"SAMPLAN_PUBLIC_BASE_URL: {value!r} is no absolute http(s) URL")
+        return text
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -204,9 +220,15 @@ class Settings(BaseSettings):
 
     @property
     def base_url(self) -> str:
+        """The base of links made outside a request (notifications, the CapabilityStatement's
+        default): the configured one, else where ``samplan serve`` listens. A wildcard
+        address (``0.0.0.0``, ``::``) is no place to send anyone: localhost stands in."""
         if self.public_base_url:
-            return self.public_base_url.rstrip("/")
-        return f"http://{self.host}:{self.port}/fhir"
+            return self.public_base_url
+        host = "localhost" if self.host in WILDCARD_HOSTS else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/fhir"
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,5 @@
-"""The public base URL of a request (issue 14, item 4: the pure part; not wired into routes yet)."""
+"""The public base URL of a request (issue 14, item 4): the resolver alone; its use by every
+route is tested in test_links.py."""
 
 from __future__ import annotations
 

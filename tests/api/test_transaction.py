@@ -297,6 +297,38 @@ class TestIfNoneExist:
         assert await versions(client) == before
 
 
+class TestConditionalCreateInTheUrl:
+    """``POST Patient?identifier=...`` in an entry is a conditional create, as on the REST
+    API (issue 14): fhirpy and others send their get-or-create that way."""
+
+    @pytest.mark.parametrize("kind", ["transaction", "batch"])
+    async def test_the_criteria_in_the_url_find_the_existing_patient(
+        self, client: httpx.AsyncClient, kind: str
+    ) -> None:
+        existing = await create(client, make_patient(pnr="194501011235"))
+        bundle = make_bundle(kind, make_entry(
+            "POST", f"Patient?{GRETA_CRITERIA}", make_patient(pnr="194501011235")))
+        response = await post_bundle(client, bundle)
+        assert response.status_code == 200, response.text
+        entry = response.json()["entry"][0]
+        assert entry["response"]["status"] == "200 OK"
+        assert entry["response"]["location"].startswith(f"Patient/{existing['id']}/")
+        patients = (await client.get("/fhir/Patient", params={"_summary": "count"})).json()
+        assert patients["total"] == 1
+
+    async def test_criteria_in_the_url_and_a_different_if_none_exist_are_400(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        before = await versions(client)
+        bundle = make_bundle("transaction", make_entry(
+            "POST", f"Patient?{GRETA_CRITERIA}", make_patient(pnr="194501011235"),
+            if_none_exist="identifier=urn:other|1"))
+        response = await post_bundle(client, bundle)
+        assert response.status_code == 400
+        assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+        assert await versions(client) == before
+
+
 class TestAtomicity:
     async def test_an_invalid_last_entry_creates_nothing(self, client: httpx.AsyncClient) -> None:
         bundle = plan_bundle("urn:uuid:patient")

@@ -176,6 +176,26 @@ def test_the_production_configuration_is_accepted_by_settings(
     assert settings.auth_enabled
 
 
+def test_no_deployment_hands_out_wildcard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image listens on 0.0.0.0; its links follow the request, and outside a request
+    (the worker) a configured base or localhost is used, never the wildcard (issue 14)."""
+    from samplan.settings import Settings
+
+    image = dict(re.findall(r"\b(SAMPLAN_[A-Z_]+)=(\S+)", (DEPLOY / "Dockerfile").read_text()))
+    assert image["SAMPLAN_HOST"] == "0.0.0.0"
+    for name, value in image.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SAMPLAN_PUBLIC_BASE_URL", raising=False)
+    assert "0.0.0.0" not in Settings().base_url
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    api = compose["services"]["api"].get("environment") or compose["x-samplan"]["environment"]
+    assert "SAMPLAN_PUBLIC_BASE_URL" not in api  # links follow the Host nginx passes on
+    worker = compose["services"]["worker"]["environment"]
+    assert worker["SAMPLAN_PUBLIC_BASE_URL"].startswith("http://localhost:")
+    config = _named("ConfigMap", "samplan-config")["data"]
+    assert config["SAMPLAN_PUBLIC_BASE_URL"].startswith("https://")
+
+
 class TestDockerfile:
     text = (DEPLOY / "Dockerfile").read_text()
 

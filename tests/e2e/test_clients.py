@@ -11,11 +11,11 @@
 * ``fhirpy``: what ``tests/e2e/test_server.py`` does not already cover.
 
 Base URLs are ``http://127.0.0.1:PORT/fhir`` (``SAMPLAN_PUBLIC_BASE_URL`` as
-``tests/support/server.py`` sets it). A client call that needs work not done
-yet is one test marked ``xfail(strict=True, reason="issue 14 item N")``, so it
-turns into a failure (to be unmarked) the day that item lands: item 3
-(conditional create from ``POST [type]?[search]``), 4 (links follow the
-request), 6 (``_count=0`` totals, ``_elements``).
+``tests/support/server.py`` sets it), except for the server without it, which
+fhirpy calls by another name (``localhost``) and pages through: its links follow
+the request (item 4). fhirpy's ``get_or_create`` (``POST [type]?[search]``, item
+3), ``count()`` (``_count=0``) and ``elements()`` (``_elements``, item 6) run
+unmodified too.
 """
 
 from __future__ import annotations
@@ -177,8 +177,6 @@ class TestFhirKitClient:
 class TestFhirpy:
     """fhirpy beyond tests/e2e/test_server.py: the calls that need issue 14's other items."""
 
-    @pytest.mark.xfail(strict=True, reason="issue 14 item 3: POST [type]?[search] is not yet "
-                                           "a conditional create")
     async def test_get_or_create_finds_what_it_created(self, server: str) -> None:
         client = AsyncFHIRClient(server)
         patient = client.resource("Patient", **body(make_patient(pnr="194501011235")))
@@ -189,14 +187,12 @@ class TestFhirpy:
         assert created
         assert (again.id, created_again) == (first.id, False)
 
-    @pytest.mark.xfail(strict=True, reason="issue 14 item 6: _count=0 gives no Bundle.total yet")
     async def test_count_asks_for_the_total_alone(self, server: str) -> None:
         client = AsyncFHIRClient(server)
         for pnr in ("194501011235", "193803152341"):
             await client.resource("Patient", **body(make_patient(pnr=pnr))).save()
         assert await client.resources("Patient").count() == 2
 
-    @pytest.mark.xfail(strict=True, reason="issue 14 item 6: _elements is not implemented yet")
     async def test_elements_subsets_and_marks_the_result(self, server: str) -> None:
         client = AsyncFHIRClient(server)
         await client.resource("Patient", **body(make_patient())).save()
@@ -206,8 +202,6 @@ class TestFhirpy:
                 "code": "SUBSETTED"} in [
             {k: t[k] for k in ("system", "code")} for t in patient["meta"]["tag"]]
 
-    @pytest.mark.xfail(strict=True, reason="issue 14 item 4: links do not follow the request "
-                                           "yet (localhost gets 127.0.0.1 links)")
     async def test_pages_through_a_server_it_calls_by_another_name(
         self, unconfigured_server: str
     ) -> None:

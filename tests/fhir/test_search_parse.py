@@ -274,8 +274,44 @@ class TestResultParameters:
         assert parse("Patient", ("_total", "accurate")).total == "accurate"
         assert parse("Patient", ("_summary", "count")).summary_count is True
         assert parse("Patient", ("_summary", "false")).warnings == []
-        assert len(parse("Patient", ("_summary", "true")).warnings) == 1
+        assert parse("Patient", ("_summary", "true")).warnings == []
         assert bad_request("Patient", ("_total", "all")).expression == ["_total"]
+
+    def test_count_zero_asks_for_the_total_alone(self) -> None:
+        query = parse("Patient", ("_count", "0"))
+        assert (query.summary_count, query.count) == (True, 0)
+
+    @pytest.mark.parametrize(("mode", "expected"), [
+        ("true", "true"), ("text", "text"), ("data", "data"), ("false", None), ("count", None)])
+    def test_summary_values(self, mode: str, expected: str | None) -> None:
+        shape = parse("Patient", ("_summary", mode)).subsetting
+        assert (shape.summary if shape else None) == expected
+
+    @pytest.mark.parametrize("params", [
+        (("_summary", "all"),), (("_summary", "TRUE"),), (("_summary", ""),),
+        (("_summary", "true"), ("_summary", "text")),
+    ])
+    def test_unknown_or_repeated_summary_is_a_400_naming_it(
+            self, params: tuple[tuple[str, str], ...]) -> None:
+        assert bad_request("Patient", *params).expression == ["_summary"]
+
+    def test_elements_are_top_level_element_names(self) -> None:
+        shape = parse("Patient", ("_elements", "identifier,deceased,birthDate,id,resourceType"))
+        assert shape.subsetting is not None
+        assert shape.subsetting.elements == {"identifier", "deceased", "birthDate", "id",
+                                             "resourceType"}
+        assert ("_elements", "identifier,deceased,birthDate,id,resourceType") in (
+            shape.link_params)
+
+    @pytest.mark.parametrize("value", ["nonsense", "name.family", "-name", "", "name,,gender",
+                                       "careTeam"])
+    def test_unknown_elements_are_a_400_naming_it(self, value: str) -> None:
+        assert bad_request("Patient", ("_elements", value)).expression == ["_elements"]
+
+    def test_summary_and_elements_together_are_a_400(self) -> None:
+        error = bad_request("Patient", ("_summary", "true"), ("_elements", "name"))
+        assert error.expression == ["_summary", "_elements"]
+        assert parse("Patient", ("_summary", "false"), ("_elements", "name")).subsetting
 
     def test_only_json_is_served(self) -> None:
         assert parse("Patient", ("_format", "application/fhir+json")).warnings == []

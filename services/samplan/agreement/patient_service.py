@@ -208,7 +208,7 @@ class PatientAgreements:
         before, see :mod:`samplan.agreement.patient_cache`).
         """
         view, parts = await self._made(reader, patient_id, now=now)
-        return assemble(parts, base_url=reader.gate.base_url, now=now), view
+        return assemble(parts, base_url=_links(reader), now=now), view
 
     async def _made(
         self, reader: Access, patient_id: str, *, now: datetime
@@ -217,7 +217,7 @@ class PatientAgreements:
         the reader sees them now, or made now (and kept)."""
         gathered = await Gathered.of(reader, patient_id, now=now)
         if gathered is not None:
-            key = gathered.key(reader.gate.base_url)
+            key = gathered.key(_links(reader))  # the parts carry its fullUrls
             made = DOCUMENTS.get(key, now)
             if made is None:
                 try:
@@ -227,7 +227,7 @@ class PatientAgreements:
                 else:
                     clean = record.for_patient()
                     view = build_view(clean, now=now)
-                    parts = document_parts(clean, view, base_url=reader.gate.base_url)
+                    parts = document_parts(clean, view, base_url=_links(reader))
                     made = Made.at(now, view, parts, gathered.access.by_patient())
                     DOCUMENTS.put(key, made)
             if made is not None:
@@ -235,7 +235,7 @@ class PatientAgreements:
                 return made.view, made.parts
         record = (await self.searched_record(reader, patient_id, now=now)).for_patient()
         view = build_view(record, now=now)
-        return view, document_parts(record, view, base_url=reader.gate.base_url)
+        return view, document_parts(record, view, base_url=_links(reader))
 
     # -- contributing ------------------------------------------------------------------------
 
@@ -402,3 +402,9 @@ def _writes(patient_id: str, needs: tuple[str, Operation], *more: str) -> Contri
     """What a contribution writes, for the gate: ``needs`` (the type and interaction whose
     scope it takes), perhaps ``more`` types, about this patient."""
     return Contribution(patient_id, frozenset([needs[0], *more]), needs)
+
+
+def _links(reader: Access) -> str:
+    """The base of the document's fullUrls: the request's (stored references are
+    read against the configured base, ``reader.gate.base_url``, as they were indexed)."""
+    return reader.base_url or reader.gate.base_url

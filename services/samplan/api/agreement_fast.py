@@ -60,7 +60,7 @@ class AgreementMiddleware:
         services: Services = scope["app"].state.services
         try:
             reader = reader_of(services, scope.get("state", {}).get("principal"),
-                               client_ip(scope))
+                               client_ip(scope), services.base_url(scope))
             response = await agreement_document(services, reader, patient_id)
         except FhirError as error:
             response = error_response(error)

@@ -90,8 +90,10 @@ def client_address(request: Request) -> str | None:
 async def get_fhir(
     request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> Access:
-    """The FHIR service as this request's principal may use it (the gate)."""
-    return services.access(principal, client_address(request))
+    """The FHIR service as this request's principal may use it (the gate), with the
+    request's own base for its links (computed once, here)."""
+    return services.access(principal, client_address(request),
+                           services.base_url(request.scope))
 
 
 FhirDep = Annotated[Access, Depends(get_fhir)]

@@ -10,9 +10,14 @@ limits), and answers exactly what the ``read`` route in ``api/fhir.py`` answers:
 the same call through the gate (:meth:`samplan.security.gate.Access.read`:
 scope, reach, NOPATIENT, log), the
 same headers, the same OperationOutcome for a :class:`FhirError`. Anything else
-(another method, an unregistered type, an id outside the FHIR id pattern) goes
-on to the router unchanged, and the route stays, so OpenAPI documents the
-interaction.
+(another method, an unregistered type, an id outside the FHIR id pattern, a
+query string such as ``_summary`` or ``_elements``) goes on to the router
+unchanged, and the route stays, so OpenAPI documents the interaction. So a
+read served here sends the stored bytes untouched.
+
+A read has no links (no ``Location``, no ``fullUrl``), so the request's base
+(``api/base_url.py``) is not worked out here: the Access keeps the configured
+one, which nothing of a read uses.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class FastReadMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
             parts = scope["path"].split("/")
             if (len(parts) == 4 and parts[1] == "fhir" and parts[2] in REGISTRY
                     and ID_PATTERN.match(parts[3])):

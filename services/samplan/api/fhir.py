@@ -14,6 +14,12 @@
 | delete             | DELETE /fhir/{type}/{id}                 |
 | history-instance   | GET    /fhir/{type}/{id}/_history        |
 | vread              | GET    /fhir/{type}/{id}/_history/{vid}  |
+
+Links (``self``, ``next``, ``previous``, ``fullUrl``) and ``Location`` start with
+the request's own base (``Access.base_url``, from ``api/base_url.py``, computed
+once per request where the Access is made). ``POST [type]?[search]`` is a
+conditional create (``api/conditional.py``); ``_summary`` and ``_elements``
+shape reads and searches (``fhir/subsetting.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from starlette.responses import Response
 
 from samplan.api.auth import FhirDep, get_fhir, get_principal
 from samplan.api.body import media_type, read_body, read_body_json
-from samplan.api.deps import ServicesDep, get_services
+from samplan.api.conditional import create_criteria
+from samplan.api.deps import ServicesDep, get_services, link_base
 from samplan.api.responses import (
     FhirResponse,
     prefer_return,
@@ -37,6 +44,8 @@ from samplan.api.responses import (
 from samplan.fhir import bundle as bundles
 from samplan.fhir.dates import parse_range
 from samplan.fhir.errors import BadRequest, UnsupportedMediaType
+from samplan.fhir.stored import StoredResource
+from samplan.fhir.subsetting import Subsetting, read_subsetting
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
@@ -46,9 +55,16 @@ IfNoneExistHeader = Annotated[str | None, Header(alias="If-None-Exist")]
 
 
 @router.get("/metadata", operation_id="capabilities")
-async def capabilities(services: ServicesDep) -> Response:
+async def capabilities(request: Request, services: ServicesDep) -> Response:
     """The CapabilityStatement: what this server supports."""
-    return FhirResponse(services.capability)
+    configured = services.settings.base_url
+    base = services.base_url(request.scope)
+    content = services.capability
+    if base != configured:  # its own url and implementation.url, as the client called it
+        for old, new in ((f'"{configured}/metadata"', f'"{base}/metadata"'),
+                         (f'"url":"{configured}"', f'"url":"{base}"')):
+            content = content.replace(old.encode(), new.encode())
+    return FhirResponse(content)
 
 
 @router.post("", operation_id="batch_or_transaction")
@@ -71,13 +87,12 @@ async def history_system(request: Request, services: ServicesDep, fhir: FhirDep)
 async def search_get(
     resource_type: str,
     request: Request,
-    services: ServicesDep,
     fhir: FhirDep,
     prefer: PreferHeader = None,
 ) -> Response:
     """Search a type with query parameters."""
     params = list(request.query_params.multi_items())
-    return await _search(services, fhir, resource_type, params, prefer)
+    return await _search(fhir, resource_type, params, prefer)
 
 
 @router.post("/{resource_type}/_search", operation_id="search_type_post")
@@ -94,18 +109,17 @@ async def search_post(
     body = await read_body(request, services.settings.max_body_bytes)
     params = list(request.query_params.multi_items())
     params += parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return await _search(services, fhir, resource_type, params, prefer)
+    return await _search(fhir, resource_type, params, prefer)
 
 
 async def _search(
-    services: ServicesDep,
     fhir: FhirDep,
     resource_type: str,
     params: list[tuple[str, str]],
     prefer: str | None,
 ) -> Response:
     query, page = await fhir.search(resource_type, params, strict=prefer_strict(prefer))
-    return FhirResponse(bundles.searchset(services.settings.base_url, query, page))
+    return FhirResponse(bundles.searchset(link_base(fhir), query, page))
 
 
 @router.post("/{resource_type}", status_code=201, operation_id="create")
@@ -117,13 +131,14 @@ async def create(
     prefer: PreferHeader = None,
     if_none_exist: IfNoneExistHeader = None,
 ) -> Response:
-    """Create a resource with a server-assigned id (conditionally with If-None-Exist)."""
+    """Create a resource with a server-assigned id; conditionally with If-None-Exist or
+    search parameters in the query string (``POST [type]?identifier=...``)."""
     fhir.resource_type(resource_type, "create")
-    s = services.settings
-    body = await read_body_json(request, s)
-    result = await fhir.create(resource_type, body, if_none_exist=if_none_exist)
+    criteria = create_criteria(list(request.query_params.multi_items()), if_none_exist)
+    body = await read_body_json(request, services.settings)
+    result = await fhir.create(resource_type, body, if_none_exist=criteria)
     return write_response(result.stored, status=201 if result.created else 200,
-                          base_url=s.base_url, prefer=prefer, location=True,
+                          base_url=link_base(fhir), prefer=prefer, location=True,
                           warnings=result.warnings)
 
 
@@ -138,16 +153,18 @@ async def history_type(
 
 @router.get("/{resource_type}/{resource_id}", operation_id="read")
 async def read(resource_type: str, resource_id: str, request: Request) -> Response:
-    """Read the current version of a resource."""
+    """Read the current version of a resource (``_summary``, ``_elements`` for less of it)."""
     # The hottest route: the same objects the dependencies would give, without the
     # dependency machinery (about a tenth of a read's CPU under load, issue 7).
+    # Reads without a query string are answered before the router (api/fast_read.py).
     services = await get_services(request)
+    shape = read_subsetting(resource_type, list(request.query_params.multi_items()))
     fhir = await get_fhir(request, services, await get_principal(request))
     stored = await fhir.read(resource_type, resource_id)
     return Response(
-        stored.content,
+        _shaped(stored, shape),
         media_type="application/fhir+json",
-        headers=version_headers(stored, services.settings.base_url, location=False),
+        headers=version_headers(stored, link_base(fhir), location=False),
     )
 
 
@@ -163,11 +180,10 @@ async def update(
 ) -> Response:
     """Update a resource, or create it with this id (If-Match for optimistic locking)."""
     fhir.resource_type(resource_type, "update")
-    s = services.settings
-    body = await read_body_json(request, s)
+    body = await read_body_json(request, services.settings)
     result = await fhir.update(resource_type, resource_id, body, if_match=if_match)
     return write_response(result.stored, status=201 if result.created else 200,
-                          base_url=s.base_url, prefer=prefer, location=True,
+                          base_url=link_base(fhir), prefer=prefer, location=True,
                           warnings=result.warnings)
 
 
@@ -183,10 +199,9 @@ async def patch(
 ) -> Response:
     """Apply a JSON Patch (application/json-patch+json) to a resource."""
     fhir.resource_type(resource_type, "patch")
-    s = services.settings
-    body = await read_body_json(request, s, ("application/json-patch+json",))
+    body = await read_body_json(request, services.settings, ("application/json-patch+json",))
     result = await fhir.patch(resource_type, resource_id, body, if_match=if_match)
-    return write_response(result.stored, status=200, base_url=s.base_url, prefer=prefer,
+    return write_response(result.stored, status=200, base_url=link_base(fhir), prefer=prefer,
                           location=False, warnings=result.warnings)
 
 
@@ -213,12 +228,19 @@ async def history_instance(
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", operation_id="vread")
 async def vread(
-    resource_type: str, resource_id: str, version_id: str, services: ServicesDep, fhir: FhirDep
+    resource_type: str, resource_id: str, version_id: str, request: Request, fhir: FhirDep
 ) -> Response:
-    """Read one version of a resource."""
+    """Read one version of a resource (``_summary``, ``_elements`` for less of it)."""
+    shape = read_subsetting(resource_type, list(request.query_params.multi_items()))
     stored = await fhir.vread(resource_type, resource_id, version_id)
-    return FhirResponse(stored.content, 200,
-                        version_headers(stored, services.settings.base_url, location=False))
+    return FhirResponse(_shaped(stored, shape), 200,
+                        version_headers(stored, link_base(fhir), location=False))
+
+
+def _shaped(stored: StoredResource, shape: Subsetting | None) -> bytes:
+    """The stored bytes untouched, unless ``_summary`` / ``_elements`` asked for less."""
+    content = stored.content or b""
+    return shape.apply(content) if shape is not None and content else content
 
 
 async def _history(
@@ -240,13 +262,14 @@ async def _history(
     page = await fhir.history(resource_type, resource_id, count=count,
                                        since_us=since_us, before_seq=before)
     path = "/".join(p for p in (resource_type, resource_id) if p)
-    own = f"{services.settings.base_url}/{path + '/' if path else ''}_history"
+    base = link_base(fhir)
+    own = f"{base}/{path + '/' if path else ''}_history"
     keep = [(k, v) for k, v in request.query_params.multi_items() if k != "_before_seq"]
     self_url = f"{own}?{urlencode(keep)}" if keep else own
     next_url = None
     if page.next_before_seq is not None:
         next_url = f"{own}?{urlencode(keep + [('_before_seq', str(page.next_before_seq))])}"
-    return FhirResponse(bundles.history(services.settings.base_url, self_url, page, next_url))
+    return FhirResponse(bundles.history(base, self_url, page, next_url))
 
 
 def _int_param(params: dict[str, str], name: str) -> int | None:

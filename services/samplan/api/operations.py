@@ -13,7 +13,7 @@ from starlette.responses import Response
 from samplan.agreement.notes import AgreementNotes
 from samplan.api.auth import FhirDep
 from samplan.api.body import read_body_json
-from samplan.api.deps import ServicesDep
+from samplan.api.deps import ServicesDep, link_base
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import (
     BadRequest,
@@ -66,13 +66,13 @@ async def validate(
 NOTE_TYPES = ("application/json", "text/plain")
 
 
-def _import_response(services: Any, result: Any, prefer: str | None = None) -> Response:
+def _import_response(base_url: str, result: Any, prefer: str | None = None) -> Response:
     """The answer Bundle (warnings in the CarePlan's ``entry.response.outcome``), or with
     ``Prefer: return=OperationOutcome`` the warnings as the body (``minimal``: no body)."""
     from samplan.api.responses import prefer_return
     from samplan.fhir.errors import information
 
-    headers = {"Location": f"{services.settings.base_url}/CarePlan/"
+    headers = {"Location": f"{base_url}/CarePlan/"
                            f"{result.careplan.resource_id}/_history/{result.careplan.version_id}",
                "ETag": result.careplan.etag}
     status = 201 if result.created else 200
@@ -107,7 +107,7 @@ async def import_note(
     body = await read_body(request, services.settings.max_body_bytes)
     parsed = parse_note(body, request.headers.get("content-type", kind), variant=variant)
     result = await AgreementNotes(fhir).import_note(parsed)
-    return _import_response(services, result, request.headers.get("prefer"))
+    return _import_response(link_base(fhir), result, request.headers.get("prefer"))
 
 
 @router.post("/QuestionnaireResponse/$extract", operation_id="extract")
@@ -128,7 +128,7 @@ async def extract(request: Request, services: ServicesDep, fhir: FhirDep) -> Res
         raise BadRequest("$extract takes a QuestionnaireResponse.", ["resourceType"])
     parsed = extract_note(body)
     result = await AgreementNotes(fhir).import_note(parsed)
-    return _import_response(services, result, request.headers.get("prefer"))
+    return _import_response(link_base(fhir), result, request.headers.get("prefer"))
 
 
 @router.get("/CarePlan/{resource_id}/$export-note", operation_id="export_note")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -111,17 +111,19 @@ def negotiate(accept: str | None, format_: str | None) -> str:
 
 
 def reader_for(request: Request, services: Services) -> Access:
-    """The gate's access for this request's principal."""
+    """The gate's access for this request's principal, with the request's base for links."""
     client = request.client.host if request.client else None
-    return reader_of(services, getattr(request.state, "principal", None), client)
+    return reader_of(services, getattr(request.state, "principal", None), client,
+                     services.base_url(request.scope))
 
 
-def reader_of(services: Services, principal: object, client: str | None) -> Access:
+def reader_of(services: Services, principal: object, client: str | None,
+              base_url: str | None = None) -> Access:
     """:func:`reader_for` from the principal and the client's address themselves; a
     request without one was not authenticated (401), never served unguarded."""
     if not isinstance(principal, Principal):
         raise Unauthorized("this request was not authenticated")
-    return services.access(principal, client)
+    return services.access(principal, client, base_url)
 
 
 _KINDS: Final[frozenset[str]] = frozenset(
@@ -172,7 +174,8 @@ async def patient_agreement(
     now = _now(services)
     view = await agreements.page_view(reader, patient_id, now=now)
     if kind == "html":
-        html = render_html(view, pdf_href=f"{request.url.path}?_format=pdf")
+        here = f"{_site_path(services, request)}/fhir/Patient/{quote(patient_id, safe='')}"
+        html = render_html(view, pdf_href=f"{here}/$agreement?_format=pdf")
         return HTMLResponse(html, headers={**NO_STORE, "Content-Security-Policy": PAGE_POLICY})
     pdf = await run_in_threadpool(render_pdf, view)
     filename = f"overenskommelse-{now:%Y-%m-%d}.pdf"
@@ -222,8 +225,8 @@ def _careplan_id(values: dict[str, str]) -> str | None:
     return value.removeprefix("CarePlan/") if value else None
 
 
-def _written(services: Services, stored: StoredResource, status: int) -> Response:
-    headers = version_headers(stored, services.settings.base_url, location=status == 201)
+def _written(base_url: str, stored: StoredResource, status: int) -> Response:
+    headers = version_headers(stored, base_url, location=status == 201)
     return FhirResponse(stored.content, status, headers)
 
 
@@ -241,7 +244,7 @@ async def add_goal(patient_id: str, request: Request, services: ServicesDep) -> 
         reader_for(request, services), actor_of(request), patient_id, _text(values),
         now=_now(services), careplan_id=_careplan_id(values),
     )
-    return _written(services, stored, 201)
+    return _written(services.base_url(request.scope), stored, 201)
 
 
 @router.post("/fhir/Patient/{patient_id}/$add-activity", operation_id="patient_add_activity")
@@ -253,7 +256,7 @@ async def add_activity(patient_id: str, request: Request, services: ServicesDep)
         now=_now(services), kind=values.get("kind", "patient-responsibility"),
         careplan_id=_careplan_id(values),
     )
-    return _written(services, stored, 200)
+    return _written(services.base_url(request.scope), stored, 200)
 
 
 @router.post("/fhir/Patient/{patient_id}/$add-message", operation_id="patient_add_message")
@@ -264,7 +267,7 @@ async def add_message(patient_id: str, request: Request, services: ServicesDep) 
         reader_for(request, services), actor_of(request), patient_id, _text(values),
         now=_now(services), topic=values.get("topic"),
     )
-    return _written(services, stored, 201)
+    return _written(services.base_url(request.scope), stored, 201)
 
 
 @router.post("/fhir/Patient/{patient_id}/$withdraw", operation_id="patient_withdraw")
@@ -277,7 +280,7 @@ async def withdraw(patient_id: str, request: Request, services: ServicesDep) -> 
     stored = await agreements_of(services).withdraw(
         reader_for(request, services), actor_of(request), patient_id, values["item"]
     )
-    return _written(services, stored, 200)
+    return _written(services.base_url(request.scope), stored, 200)
 
 
 # -- the demo portal -------------------------------------------------------------------------
@@ -296,8 +299,16 @@ _SAVED: Final[dict[str, str]] = {
 }
 
 
-def _portal_base(patient_id: str) -> str:
-    return f"/portal/patient/{quote(patient_id, safe='')}"
+def _site_path(services: Services, request: Request) -> str:
+    """The path the service is reached under (``/samplan`` behind a proxy that mounts it
+    there, as the request's base says; empty at the root). The page links by path only,
+    so it stays on the origin the browser is on (CSP ``form-action 'self'``)."""
+    path = urlsplit(services.base_url(request.scope)).path
+    return path.removesuffix("/fhir").rstrip("/")
+
+
+def _portal_base(services: Services, request: Request, patient_id: str) -> str:
+    return f"{_site_path(services, request)}/portal/patient/{quote(patient_id, safe='')}"
 
 
 async def _portal_page(
@@ -308,11 +319,12 @@ async def _portal_page(
         reader_for(request, services), patient_id, now=_now(services)
     )
     action = next((a for a, code in _SAVED.items() if code == saved), None)
-    forms = PortalForms(base=_portal_base(patient_id), notice=_NOTICES.get(saved or ""),
+    forms = PortalForms(base=_portal_base(services, request, patient_id),
+                        notice=_NOTICES.get(saved or ""),
                         notice_at=_ANCHORS.get(action or "", "innehall"), problem=problem)
     html = render_html(view, portal=forms,
-                       pdf_href=f"/fhir/Patient/{quote(patient_id, safe='')}/$agreement"
-                                "?_format=pdf")
+                       pdf_href=f"{_site_path(services, request)}/fhir/Patient/"
+                                f"{quote(patient_id, safe='')}/$agreement?_format=pdf")
     return HTMLResponse(html, status_code=status,
                         headers={**NO_STORE, "Content-Security-Policy": PAGE_POLICY})
 
@@ -379,5 +391,6 @@ async def portal_form(
                                       status=error.status)
         except FhirError as again:
             return _error_page(again)
-    target = f"{_portal_base(patient_id)}?sparat={_SAVED[action]}#{_ANCHORS[action]}"
+    page = _portal_base(services, request, patient_id)
+    target = f"{page}?sparat={_SAVED[action]}#{_ANCHORS[action]}"
     return RedirectResponse(target, status_code=303, headers=dict(NO_STORE))

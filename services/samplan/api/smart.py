@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from samplan.api.auth import authenticator
@@ -43,24 +43,26 @@ TOKEN_CAPABILITIES: Final[tuple[str, ...]] = ("client-confidential-asymmetric",)
 router = APIRouter(tags=["SMART"])
 
 
-async def _answer(services: Services) -> Response:
+async def _answer(services: Services, request: Request) -> Response:
     return Response(
-        orjson.dumps(smart_document(services)), media_type="application/json",
+        orjson.dumps(smart_document(services, services.base_url(request.scope))),
+        media_type="application/json",
         headers={"Cache-Control": "public, max-age=300"},
     )
 
 
 @router.get("/.well-known/smart-configuration", operation_id="smart_configuration")
-async def smart_configuration(services: ServicesDep) -> Response:
+async def smart_configuration(services: ServicesDep, request: Request) -> Response:
     """SMART App Launch discovery: who issues tokens, their keys, the scopes we understand."""
-    return await _answer(services)
+    return await _answer(services, request)
 
 
 @router.get("/fhir/.well-known/smart-configuration", operation_id="smart_configuration_fhir",
             include_in_schema=False)
-async def smart_configuration_under_the_base(services: ServicesDep) -> Response:
+async def smart_configuration_under_the_base(services: ServicesDep,
+                                              request: Request) -> Response:
     """The same document where SMART clients look for it: appended to the FHIR base URL."""
-    return await _answer(services)
+    return await _answer(services, request)
 
 
 @router.get("/.well-known/jwks.json", operation_id="development_jwks", include_in_schema=False)
@@ -105,11 +107,12 @@ def supported_scopes(settings: Settings) -> list[str]:
     return scopes
 
 
-def smart_document(services: Services) -> dict[str, Any]:
-    """The ``.well-known/smart-configuration`` document for these settings."""
+def smart_document(services: Services, base_url: str | None = None) -> dict[str, Any]:
+    """The ``.well-known/smart-configuration`` document for these settings; the development
+    key's ``jwks_uri`` on the request's base (``base_url``; the configured one when None)."""
     settings = services.settings
     development_key = authenticator(services).dev_jwks() is not None
-    origin = settings.base_url.removesuffix("/fhir")
+    origin = (base_url or settings.base_url).removesuffix("/fhir")
     jwks_uri = settings.jwks_url or (
         f"{origin}/.well-known/jwks.json" if development_key else None
     )

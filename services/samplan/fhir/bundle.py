@@ -1,7 +1,12 @@
 """Bundles assembled around stored bytes (searchset, history, transaction responses).
 
 Stored resources are embedded as ``orjson.Fragment``: the bytes go into the
-Bundle as they are, never parsed and re-serialised (DESIGN.md, issue 7).
+Bundle as they are, never parsed and re-serialised (DESIGN.md, issue 7), unless
+the search asked for less of them (``_summary``, ``_elements``: ``subsetting.py``).
+
+Every link and ``fullUrl`` starts with the ``base_url`` the caller passes: the
+request's own base (``api/base_url.py``), so a client that called ``localhost``
+gets ``localhost`` links.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from samplan.fhir.errors import Issue, operation_outcome
 from samplan.fhir.resource import instant
 from samplan.fhir.search import SearchQuery, encode_cursor
 from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource
+from samplan.fhir.subsetting import Subsetting
 
 
 def full_url(base_url: str, stored: StoredResource) -> str:
@@ -51,10 +57,11 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> bytes:
     if page.total is not None:
         bundle["total"] = page.total
     bundle["link"] = links
+    shape = query.subsetting
     entries: list[dict[str, Any]] = [
         {
             "fullUrl": full_url(base_url, m),
-            "resource": orjson.Fragment(m.content or b"{}"),
+            "resource": _embedded(m, shape),
             "search": {"mode": "match"},
         }
         for m in page.matches
@@ -62,7 +69,7 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> bytes:
     entries.extend(
         {
             "fullUrl": full_url(base_url, i),
-            "resource": orjson.Fragment(i.content or b"{}"),
+            "resource": _embedded(i, shape if shape and shape.applies_to_includes else None),
             "search": {"mode": "include"},
         }
         for i in page.includes
@@ -77,6 +84,12 @@ def searchset(base_url: str, query: SearchQuery, page: SearchPage) -> bytes:
     if entries:
         bundle["entry"] = entries
     return orjson.dumps(bundle)
+
+
+def _embedded(stored: StoredResource, shape: Subsetting | None) -> orjson.Fragment:
+    """The stored bytes as they are, or cut to what ``_summary`` / ``_elements`` asked."""
+    content = stored.content or b"{}"
+    return orjson.Fragment(shape.apply(content) if shape is not None else content)
 
 
 def history(base_url: str, self_url: str, page: HistoryPage, next_url: str | None) -> bytes:

@@ -7,6 +7,13 @@ prefixes at the value's precision; string is a case- and accent-insensitive
 prefix match (``:exact``, ``:contains``). Unknown parameters are ignored and
 reported under the default lenient handling, and rejected with ``Prefer:
 handling=strict``.
+
+Result parameters: ``_count=0`` asks for the total alone, as ``_summary=count``
+does (search.html: "_count=0 ... the server returns a count of the matching
+resources"); ``_summary=true|text|data|false`` and ``_elements`` become the
+query's :class:`~samplan.fhir.subsetting.Subsetting`, applied where the Bundle
+is made (``fhir/bundle.py``). Their unknown values are a 400, never ignored: a
+client asking for less and getting everything, or the reverse, cannot tell.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from samplan.fhir.registry import (
     ParamType,
     ResourceType,
 )
+from samplan.fhir.subsetting import Subsetting, parse_summary, single, subsetting
 
 DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]
 _PREFIXES: tuple[DatePrefix, ...] = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
@@ -118,6 +126,8 @@ class SearchQuery:
     warnings: list[Issue] = field(default_factory=list)
     # the parameters as given, for self/next/previous links (result params excluded)
     link_params: list[tuple[str, str]] = field(default_factory=list)
+    # _summary=true|text|data or _elements: what of each resource is shown
+    subsetting: Subsetting | None = None
 
 
 def parse_search(
@@ -132,6 +142,11 @@ def parse_search(
 ) -> SearchQuery:
     rtype = REGISTRY[resource_type]
     query = SearchQuery(resource_type=resource_type, count=default_count)
+    summary = single(params, "_summary")
+    if summary is not None:
+        query.summary_count = parse_summary(summary, search=True) == "count"
+    query.subsetting = subsetting(resource_type, None if query.summary_count else summary,
+                                  single(params, "_elements"))
     for raw_name, raw_value in params:
         name, _, modifier = raw_name.partition(":")
         mod = modifier or None
@@ -285,6 +300,8 @@ def _result_param(
         if count < 0:
             raise BadRequest("_count must not be negative.", ["_count"])
         query.count = min(count, max_count)
+        if count == 0:  # the total alone (search.html#count)
+            query.summary_count = True
     elif name == "_sort":
         for key in raw.split(","):
             desc = key.startswith("-")
@@ -298,17 +315,14 @@ def _result_param(
         if raw not in ("none", "estimate", "accurate"):
             raise BadRequest("_total must be none, estimate or accurate.", ["_total"])
         query.total = raw  # type: ignore[assignment]
-    elif name == "_summary":
-        if raw == "count":
-            query.summary_count = True
-        elif raw != "false":
-            _unknown(query, strict, f"_summary={raw} is not supported.", "_summary")
+    elif name in ("_summary", "_elements"):
+        pass  # read before the other parameters (parse_search)
     elif name in ("_include", "_revinclude"):
         query.includes.append(_parse_include(rtype, name, raw))
     elif name in ("_page_after", "_page_before"):
         query.cursor = decode_cursor(raw, name)
         query.cursor_before = name == "_page_before"
-    elif name in ("_format", "_pretty", "_elements", "_contained"):
+    elif name in ("_format", "_pretty", "_contained"):
         if name == "_format" and raw not in ("json", "application/json", "application/fhir+json"):
             _unknown(query, strict, "Only JSON is served.", "_format")
     _ = mod

@@ -110,12 +110,33 @@ def _parse_entries(bundle: Any, expected_type: str) -> list[_Entry]:
         if not isinstance(url, str) or not url:
             raise BadRequest(f"{where}.request needs a url.", [f"{where}.request.url"])
         resource = raw.get("resource")
+        url, if_none_exist = _conditional_create(where, method, url.lstrip("/"),
+                                                 request.get("ifNoneExist"))
         entries.append(
-            _Entry(i, method, url.lstrip("/"), resource if isinstance(resource, dict) else None,
-                   raw.get("fullUrl"), request.get("ifNoneExist"), request.get("ifMatch"),
-                   resource)
+            _Entry(i, method, url, resource if isinstance(resource, dict) else None,
+                   raw.get("fullUrl"), if_none_exist, request.get("ifMatch"), resource)
         )
     return entries
+
+
+def _conditional_create(where: str, method: str, url: str, if_none_exist: Any
+                        ) -> tuple[str, Any]:
+    """``POST Type?criteria`` (as clients send a get-or-create) is a conditional create
+    with those criteria, as on the REST API (api/conditional.py); given with a different
+    ``ifNoneExist`` it is refused rather than guessed."""
+    from urllib.parse import parse_qsl
+
+    path, _, query = url.partition("?")
+    if method != "POST" or not query:
+        return url, if_none_exist
+    if isinstance(if_none_exist, str) and if_none_exist.strip():
+        def pairs(text: str) -> list[tuple[str, str]]:
+            return sorted(parse_qsl(text.split("?", 1)[-1], keep_blank_values=True))
+
+        if pairs(if_none_exist) != pairs(query):
+            raise BadRequest(f"{where}.request.url has search criteria that differ from its "
+                             "ifNoneExist: give them once.", [f"{where}.request.url"])
+    return path, query
 
 
 def _split_url(url: str) -> tuple[str, str | None, list[tuple[str, str]]]:

@@ -122,20 +122,22 @@ class SubscriptionFeature:
             search.append(("_id", ",".join(ids)))
         _, page = await access.search("Subscription", search)
         ids = [m.resource_id for m in page.matches]
+        base = access.base_url or self.settings.base_url  # the request's, for its links
         async with self.gate.engine.connect() as conn:
             found = await outbox.states(conn, ids, statuses)
             entries = []
             for state in found:
                 entries.append({
-                    "fullUrl": f"{self.settings.base_url}/Subscription/{state.id}",
-                    "resource": await self._status_of(conn, state),
+                    "fullUrl": f"{base}/Subscription/{state.id}",
+                    "resource": await self._status_of(conn, state, base),
                     "search": {"mode": "match"},
                 })
         return {"resourceType": "Bundle", "id": str(uuid.uuid4()),
                 "meta": {"lastUpdated": instant(from_us(now_us()))}, "type": "searchset",
                 "total": len(entries), "entry": entries}
 
-    async def _status_of(self, conn: Any, state: outbox.SubscriptionState) -> dict[str, Any]:
+    async def _status_of(self, conn: Any, state: outbox.SubscriptionState, base: str
+                         ) -> dict[str, Any]:
         counts = await outbox.event_counts(conn, state.id)
         dead = await outbox.dead_letters(conn, state.id, MAX_DEAD_LETTERS_SHOWN)
         oldest = await outbox.oldest_event(conn, state.id)
@@ -159,7 +161,7 @@ class SubscriptionFeature:
             {"name": "last-error", "valueString": ev.last_error or ""},
         ]} for ev in dead]
         return notifications.status_parameters(
-            base_url=self.settings.base_url, subscription_id=state.id, topic=state.topic,
+            base_url=base, subscription_id=state.id, topic=state.topic,
             status=state.status, kind="query-status", events_count=state.events_count,
             content="id-only", errors=errors, extra=extra,
         )
@@ -198,12 +200,13 @@ class SubscriptionFeature:
             await self.gate.log(screening.notification_records(
                 access.principal, subscription_id, rows, screened, description=query,
                 client_ip=access.client_ip))
+        base = access.base_url or self.settings.base_url  # the request's, for its links
         parameters = notifications.status_parameters(
-            base_url=self.settings.base_url, subscription_id=state.id, topic=state.topic,
+            base_url=base, subscription_id=state.id, topic=state.topic,
             status=state.status, kind="query-event", events_count=state.events_count,
             content=shape, events=rows, withheld=screened.withheld,
         )
-        return notifications.bundle(base_url=self.settings.base_url, parameters=parameters,
+        return notifications.bundle(base_url=base, parameters=parameters,
                                     events=rows, content=shape, contents=screened.contents,
                                     withheld=screened.withheld)
 
