@@ -299,7 +299,8 @@ class DriverPool:
         # are replaced at their next acquire, as SQLAlchemy's are.
         try:
             pool = self._pg if self._pg is not None else await self._open()
-            conn = await pool.acquire(timeout=self._timeouts.pool)
+            async with asyncio.timeout(self._timeouts.pool):  # a timer, not a task as
+                conn = await pool.acquire()                    # acquire(timeout=) makes
         except Exception as error:
             translated = unavailable(error)
             if translated is None or translated is error:
