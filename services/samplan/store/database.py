@@ -86,7 +86,9 @@ def create_engine(database_url: str, *, pool_size: int = 20,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=timeouts.pool,
-        pool_pre_ping=False,  # a round trip per checkout; a closed connection is seen without
+        # no pre-ping (a round trip per checkout): the checkout event of _heal sees a
+        # connection the server closed without one
+        pool_pre_ping=False,
         pool_recycle=3600,
         # The driver's own statement cache makes repeated statements cheap. Its
         # prepared statements would switch to PostgreSQL's generic plan after five
