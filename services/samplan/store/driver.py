@@ -8,7 +8,8 @@ one list of them).
 
 Only SQLAlchemy's public API is used (issue 17): the transaction is begun by
 SQLAlchemy itself (its first statement), then the driver connection is taken
-with ``AsyncConnection.get_raw_connection()`` and ``driver_connection``. So
+with ``Connection.connection`` (``AsyncConnection.get_raw_connection()``) and
+``driver_connection``. So
 SQLAlchemy's disconnect handling sees every failure of its own statements,
 commits and rollbacks, and the repository invalidates a connection whose
 driver statement found it lost (``Repository.transaction``).
@@ -152,5 +153,9 @@ async def driver_of(conn: AsyncConnection) -> Any:
     """
     if conn.in_transaction() and not begun(conn):
         await conn.exec_driver_sql("SELECT 1")
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        # checked out and valid: Connection.connection is then an attribute, no I/O (and
+        # no greenlet, which get_raw_connection() spawns in case it has to reconnect)
+        return sync.connection.driver_connection
+    return (await conn.get_raw_connection()).driver_connection
