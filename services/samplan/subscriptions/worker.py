@@ -63,8 +63,8 @@ log = logging.getLogger("samplan.subscriptions.worker")
 
 _US = 1_000_000
 PURGE_EVERY_US = 3600 * _US
-DOWN_RETRY = 1.0  # seconds between tries while the database is unavailable
-LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 2.0  # seconds between tries to LISTEN again
+DOWN_RETRY = 0.5  # seconds between tries while the database is unavailable
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 1.0  # seconds between tries to LISTEN again
 
 
 async def set_status(tx: ServiceTx, subscription_id: str, status: str, *, error: str | None,
@@ -152,7 +152,7 @@ class Worker:
         """Deliver until :meth:`stop`; in-flight deliveries finish, leases are let go.
 
         The database may go away and come back (a failover, a restart; issue 17): the
-        loop keeps going, retries about every second meanwhile, LISTENs again as soon
+        loop keeps going, retries twice a second meanwhile, LISTENs again as soon
         as it can (and then looks for work, as events may have been committed while
         nobody listened) and lets go of the claims it could not release.
         """
