@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         32, description="Database connections per process (no overflow: requests queue)."
     )
+    database_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to open a database connection; past it (or when the "
+        "database refuses) the request is answered 503 with Retry-After."
+    )
+    database_pool_timeout: float = Field(
+        5.0, gt=0, description="Seconds a request waits for a free pooled database connection "
+        "before it is answered 503 with Retry-After."
+    )
     host: str = Field("127.0.0.1", description="Address `samplan serve` binds to.")
     port: int = Field(8080, description="Port `samplan serve` binds to.")
     public_base_url: str | None = Field(

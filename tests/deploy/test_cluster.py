@@ -8,14 +8,19 @@ for about 20 s while
 
 * one API process is SIGKILLed and restarted,
 * one worker is SIGKILLed and restarted,
-* the other API process gets SIGTERM (a rolling update) and is restarted.
+* the other API process gets SIGTERM (a rolling update) and is restarted,
+* PostgreSQL is stopped for a few seconds and started again (a failover, issue
+  17; not when ``SAMPLAN_TEST_POSTGRES_URL`` names a server of your own).
 
 Asserted: no request fails except those in flight at the SIGKILL (the client
-never retries; nginx passes idempotent requests on to the other replica), no
-2xx write is lost (each version is read back), every notification is
-delivered (gapless event numbers, one per CarePlan version), nothing is lost
-after the restarts. Then the throughput through nginx with 2 replicas and with
-1 replica is measured in the same run and printed.
+never retries; nginx passes idempotent requests on to the other replica) and
+those answered while the database was away, which are all quick 503
+OperationOutcomes (``transient``, ``Retry-After``); writes succeed again within
+seconds of its return, in both replicas, without a restart; no 2xx write is
+lost (each version is read back), every notification is delivered (gapless
+event numbers, one per CarePlan version), nothing is lost after the restarts.
+Then the throughput through nginx with 2 replicas and with 1 replica is
+measured in the same run and printed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from samplan.security.devkeys import load_or_create_dev_key
 from samplan.store.database import create_engine
 from samplan.subscriptions.bench import subscription_body
 from samplan.subscriptions.receiver import Receiver
+from support.pgcluster import TemporaryCluster
 
 from .cluster import (
     FAST_SUBSCRIPTIONS,
@@ -63,7 +69,10 @@ HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
 SECRET = "a-cluster-receiver-secret-0123456789"
 PATIENTS = 10
 CONCURRENCY = 16
-RUN_SECONDS = 22.0
+RUN_SECONDS = 30.0
+DATABASE_DOWN_SECONDS = 4.0
+#: after the database's return, a request may still meet a connection lost in the outage
+DATABASE_SLACK = 3.0
 THROUGHPUT_SECONDS = 6.0
 #: a request that started this long after the SIGKILL may still have been sent on a
 #: keep-alive connection nginx had not yet seen closed
@@ -77,10 +86,17 @@ class Outcome:
     end: float
     status: int | None
     error: str | None = None
+    retry_after: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """A 503 OperationOutcome ``transient`` with ``Retry-After`` (the database away)."""
+        return (self.status == 503 and self.retry_after is not None
+                and '"code":"transient"' in (self.error or "").replace(" ", ""))
 
 
 @dataclass
@@ -111,7 +127,8 @@ class Load:
             self.outcomes.append(Outcome(op, start, time.monotonic(), None, repr(exc)))
             return None
         self.outcomes.append(Outcome(op, start, time.monotonic(), response.status_code,
-                                     None if response.is_success else response.text[:300]))
+                                     None if response.is_success else response.text[:300],
+                                     response.headers.get("retry-after")))
         return response if response.is_success else None
 
     def _remember(self, response: httpx.Response | None, marker: str) -> None:
@@ -209,14 +226,19 @@ async def _throughput(base: str, headers: dict[str, str], plans: list[str],
 
 
 @pytest.fixture(scope="module")
-def cluster_database() -> Iterator[str]:
-    from support.pgcluster import PostgresUnavailable, postgres_cluster
+def cluster_postgres() -> Iterator[tuple[str, TemporaryCluster | None]]:
+    """The database's URL, and its cluster when it is ours to stop and start."""
+    from support.pgcluster import ENV_URL, PostgresUnavailable, temporary_cluster
 
     if os.environ.get("SAMPLAN_TEST_SKIP_POSTGRES"):
         pytest.skip("SAMPLAN_TEST_SKIP_POSTGRES is set")
+    external = os.environ.get(ENV_URL)
+    if external:
+        yield external, None
+        return
     try:
-        with postgres_cluster() as url:
-            yield url
+        with temporary_cluster() as cluster:
+            yield cluster.url, cluster
     except PostgresUnavailable as exc:
         if os.environ.get("CI"):
             raise
@@ -224,8 +246,9 @@ def cluster_database() -> Iterator[str]:
 
 
 async def test_two_replicas_behind_nginx_survive_kills_and_lose_nothing(
-    cluster_database: str, capsys: pytest.CaptureFixture[str],
+    cluster_postgres: tuple[str, TemporaryCluster | None], capsys: pytest.CaptureFixture[str],
 ) -> None:
+    cluster_database, postgres = cluster_postgres
     nginx = find_nginx()
     if nginx is None:
         if os.environ.get("CI"):
@@ -320,6 +343,7 @@ async def test_two_replicas_behind_nginx_survive_kills_and_lose_nothing(
             stop = asyncio.Event()
             kills: list[float] = []
             followers: list[str] = []
+            outage: list[float] = []  # stopping, stopped, starting, started (monotonic)
 
             async def at(second: float) -> None:
                 await asyncio.sleep(max(0.0, started + second - time.monotonic()))
@@ -365,6 +389,21 @@ async def test_two_replicas_behind_nginx_survive_kills_and_lose_nothing(
                 nginx_config(work, {lb_port: api_ports, single_port: api_ports[:1]})
                 lb.reload()
                 await asyncio.sleep(2)
+                if postgres is not None:
+                    # a failover: PostgreSQL goes away under the load and comes back; nothing
+                    # is restarted, every replica and worker finds it again by itself
+                    outage.append(time.monotonic())
+                    await asyncio.to_thread(postgres.halt, "fast")
+                    outage.append(time.monotonic())
+                    await asyncio.sleep(DATABASE_DOWN_SECONDS)
+                    outage.append(time.monotonic())
+                    await asyncio.to_thread(postgres.resume)
+                    outage.append(time.monotonic())
+                    for index in (0, 1):
+                        await asyncio.to_thread(
+                            wait_ready, f"http://127.0.0.1:{api_ports[index]}/readyz",
+                            apis[index], 10.0)
+                    await asyncio.sleep(DATABASE_SLACK + 2)
                 await at(RUN_SECONDS)
                 stop.set()
 
@@ -376,11 +415,29 @@ async def test_two_replicas_behind_nginx_survive_kills_and_lose_nothing(
         failed = [o for o in outcomes if not o.ok]
         kill = kills[0]
         in_flight = [o for o in failed if o.start <= kill + KILL_SLACK and o.end >= kill]
-        lost = [o for o in failed if o not in in_flight]
-        assert not lost, f"requests failed outside the kill window: {lost[:10]}"
+        database_away = [o for o in failed if outage and o not in in_flight
+                         and o.end >= outage[0] and o.start <= outage[3] + DATABASE_SLACK]
+        lost = [o for o in failed if o not in in_flight and o not in database_away]
+        assert not lost, f"requests failed outside the kill and outage windows: {lost[:10]}"
         assert len(in_flight) <= CONCURRENCY
         assert all(o.op == "post-create" or o.status is None or o.status >= 500
                    for o in in_flight)
+        # while the database was away: quick 503s, never a 500 or a hang
+        assert all(o.transient for o in database_away), [
+            (o.op, o.status, o.error) for o in database_away if not o.transient][:10]
+        assert all(o.end - o.start < 5 for o in database_away)
+        recovery = ""
+        if outage:
+            back = outage[3]
+            assert [o for o in outcomes if o.start >= outage[1] and o.end <= outage[2]
+                    and o.transient], "no request met the database away"
+            writes_back = [o.end - back for o in outcomes if o.ok and o.end >= back
+                           and o.op in ("put-create", "put-update", "post-create")]
+            assert writes_back, "no write succeeded after the database's return"
+            assert min(writes_back) < 5, min(writes_back)
+            recovery = (f"; PostgreSQL down {outage[2] - outage[1]:.1f} s: "
+                        f"{len(database_away)} answered 503, first write "
+                        f"{min(writes_back):.2f} s after its return")
 
         # -- every notification delivered --------------------------------------------------------
         async with engine.connect() as conn:
@@ -451,8 +508,8 @@ async def test_two_replicas_behind_nginx_survive_kills_and_lose_nothing(
         assert one_failed == 0
         summary = (
             f"\ncluster: {len(outcomes)} requests in {run_seconds:.0f} s "
-            f"({len(load.written)} writes), {len(in_flight)} failed in flight at the SIGKILL, "
-            f"0 lost; {sum(expected.values())} events delivered "
+            f"({len(load.written)} writes), {len(in_flight)} failed in flight at the SIGKILL"
+            f"{recovery}, 0 lost; {sum(expected.values())} events delivered "
             f"({len(receiver.received)} notifications incl. handshakes and redeliveries)\n"
             f"throughput through nginx (reads+searches, {CONCURRENCY * 2} clients, "
             f"{os.cpu_count()} cores): 2 replicas {two:.0f} req/s, 1 replica {one:.0f} req/s "

@@ -118,6 +118,8 @@ class TemporaryCluster:
     base_dir: Path
     port: int = 0
     run_as: pwd.struct_passwd | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """Server settings over the defaults of :meth:`configure` (``max_connections``...)."""
     _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -200,6 +202,7 @@ class TemporaryCluster:
             "full_page_writes": "off",
             "max_connections": "300",
             "shared_buffers": "128MB",
+            **self.settings,
         }
         # Appended, so that on a retry with another port the last block wins. Opening
         # the existing file keeps its owner (the service user when we are root).
@@ -226,6 +229,24 @@ class TemporaryCluster:
                 f"pg_ctl start failed with exit status {result.returncode}:\n"
                 f"{result.stdout}{result.stderr}{tail}"
             )
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server as a failover or a maintenance window does (``fast``: every
+        session is ended with an error, ``immediate``: a crash), keeping its port and data
+        for :meth:`resume`. Raises when it does not stop."""
+        self.run_checked("pg_ctl", "stop", "--wait", "--timeout=60", "-m", mode,
+                         "-D", str(self.data_dir))
+
+    def resume(self) -> None:
+        """Start the server stopped by :meth:`halt` again, on the same port."""
+        self.run_checked("pg_ctl", "start", "--wait", "--timeout=60", "-D", str(self.data_dir),
+                         "-l", str(self.log_file))
+
+    def set(self, **settings: object) -> None:
+        """Append server settings to postgresql.conf (they take effect at the next start)."""
+        lines = [f"{name} = {value}" for name, value in settings.items()]
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# set by a test\n" + "\n".join(lines) + "\n")
 
     def create_database(self) -> None:
         self.run_checked("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
@@ -255,8 +276,9 @@ class TemporaryCluster:
 
 
 @contextmanager
-def temporary_cluster() -> Iterator[TemporaryCluster]:
-    """Create, start and finally stop and delete a cluster with a ``samplan`` database."""
+def temporary_cluster(**settings: str) -> Iterator[TemporaryCluster]:
+    """Create, start and finally stop and delete a cluster with a ``samplan`` database
+    (``settings``: server settings over the defaults, e.g. ``max_connections="40"``)."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
         raise PostgresUnavailable(
@@ -273,7 +295,8 @@ def temporary_cluster() -> Iterator[TemporaryCluster]:
         if as_root:
             run_as = _service_user()
             os.chown(base_dir, run_as.pw_uid, run_as.pw_gid)
-        cluster = TemporaryCluster(bin_dir=bin_dir, base_dir=base_dir, run_as=run_as)
+        cluster = TemporaryCluster(bin_dir=bin_dir, base_dir=base_dir, run_as=run_as,
+                                   settings=dict(settings))
         try:
             cluster.init()
             cluster.start()

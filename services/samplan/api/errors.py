@@ -1,9 +1,12 @@
 """The one place errors become HTTP: every 4xx/5xx body is an OperationOutcome.
 
 FastAPI's own errors (unknown route, wrong method, request validation) are
-rendered the same way, so a FHIR client never sees ``{"detail": ...}``; an
-unexpected exception is logged with its stack and answered with a generic 500
-that shows no stack trace and no SQL.
+rendered the same way, so a FHIR client never sees ``{"detail": ...}``; a
+database that cannot be reached is a 503 ``transient`` with ``Retry-After``
+(:class:`DatabaseUnavailable`, also raised on the paths answered before the
+router, which render every ``FhirError`` as here); an unexpected exception is
+logged with its stack and answered with a generic 500 that shows no stack trace
+and no SQL.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from samplan.fhir.errors import (
     NotFound,
     operation_outcome,
 )
-from samplan.fhir.stored import WriteConflict
+from samplan.fhir.stored import DatabaseUnavailable, WriteConflict
 
 log = logging.getLogger("samplan.api")
 
@@ -65,7 +68,35 @@ async def conflict_error(_request: Request, _exc: Exception) -> Response:
     )
 
 
+def database_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """The :class:`DatabaseUnavailable` ``exc`` is or was raised while handling, if any.
+
+    The store raises it for every error that means the database cannot be reached
+    (``store/driver.py`` keeps the one list of the driver's and SQLAlchemy's); here
+    it is also found behind an error raised while handling it (a cleanup that needed
+    the database too), so that such a request is a 503 as well, never a 500.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, DatabaseUnavailable):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+async def unavailable_error(_request: Request, exc: Exception) -> Response:
+    """503 ``transient`` with ``Retry-After``: the database cannot be reached now (a
+    failover, a restart, a full server); nothing was done, the client may retry."""
+    found = database_unavailable(exc)
+    assert found is not None
+    return FhirResponse(found.outcome(), found.status, dict(found.headers))
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc) is not None:
+        return await unavailable_error(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return FhirResponse(
         operation_outcome([Issue("exception", "An internal error occurred; it has been logged.",
@@ -79,4 +110,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(WriteConflict, conflict_error)
+    app.add_exception_handler(DatabaseUnavailable, unavailable_error)
     app.add_exception_handler(Exception, unexpected_error)

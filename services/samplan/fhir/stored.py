@@ -12,12 +12,37 @@ from datetime import datetime
 from typing import Any
 
 from samplan.fhir.dates import from_us
+from samplan.fhir.errors import FhirError
 
-__all__ = ["HistoryPage", "SearchPage", "StoredResource", "WriteConflict"]
+__all__ = ["DatabaseUnavailable", "HistoryPage", "SearchPage", "StoredResource",
+           "WriteConflict"]
+
+#: what a client is told to wait before retrying while the database cannot be reached
+RETRY_AFTER_SECONDS = 2
 
 
 class WriteConflict(Exception):
     """Another transaction wrote the same resource first; the caller may retry."""
+
+
+class DatabaseUnavailable(FhirError):
+    """The database cannot be reached now (down, failing over, refusing connections, no pool
+    connection free in time): 503 ``transient`` with ``Retry-After``; the caller may retry.
+
+    The store raises it for every driver and pool error that means this
+    (``store/driver.py`` :func:`~samplan.store.driver.unavailable`, the one list of
+    them), on every path, so each layer above sees one error class and the API one
+    answer. Nothing was done: a write that fails with it was not committed, unless its
+    COMMIT itself was cut off (then it may have been; the client's retry with
+    ``If-Match`` or its own id tells).
+    """
+
+    status = 503
+    default_code = "transient"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)

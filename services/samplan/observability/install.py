@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from samplan.api.deps import Services
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import FhirError, Issue, operation_outcome
+from samplan.fhir.stored import DatabaseUnavailable
 from samplan.observability import metrics
 from samplan.observability.logs import REQUEST_ID, request_id_from
 from samplan.settings import Settings
@@ -116,6 +117,9 @@ def _counted(append: Any) -> Any:
     async def counted(*args: Any, **kwargs: Any) -> None:
         try:
             await append(*args, **kwargs)
+        except DatabaseUnavailable:  # counted; its stack is no news (the store logs why)
+            metrics.AUDIT_FAILURES.inc()
+            raise
         except FhirError:
             raise
         except Exception:

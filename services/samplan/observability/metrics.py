@@ -9,6 +9,7 @@
 | ``samplan_outbox_pending_events`` / ``samplan_outbox_dead_events`` | gauge | |
 | ``samplan_outbox_oldest_pending_age_seconds`` | gauge | |
 | ``samplan_audit_write_failures_total`` | counter | |
+| ``samplan_database_up`` | gauge | |
 
 ``interaction`` is the route's operationId (``read``, ``search_type``,
 ``validate``...; ``unauthenticated`` when the auth middleware answered, ``none``
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from samplan.fhir.dates import now_us
 from samplan.fhir.registry import REGISTRY as FHIR_TYPES
+from samplan.fhir.stored import DatabaseUnavailable
 from samplan.subscriptions.store import outbox_backlog
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
@@ -67,6 +69,9 @@ OUTBOX_OLDEST_AGE: Final = Gauge(
 )
 AUDIT_FAILURES: Final = Counter(
     "samplan_audit_write_failures", "AuditEvent appends that failed.", registry=REGISTRY)
+DATABASE_UP: Final = Gauge(
+    "samplan_database_up", "1 when the last look at the database (a scrape, /readyz) got an "
+    "answer, 0 when it could not be reached.", registry=REGISTRY)
 
 
 def labels_of(scope: MutableMapping[str, Any], status: int | None) -> tuple[str, str]:
@@ -113,10 +118,19 @@ async def read_outbox(engine: AsyncEngine) -> None:
 
 
 async def exposition(engine: AsyncEngine | None) -> tuple[bytes, str]:
-    """The text exposition format, with the gauges read just now."""
+    """The text exposition format, with the gauges read just now.
+
+    While the database cannot be reached the scrape still answers (within the pool
+    and connect timeouts): ``samplan_database_up`` 0, the outbox gauges as last read.
+    """
     if engine is not None:
         read_pool(engine)
-        await read_outbox(engine)
+        try:
+            await read_outbox(engine)
+        except DatabaseUnavailable:
+            DATABASE_UP.set(0)
+        else:
+            DATABASE_UP.set(1)
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 

@@ -4,32 +4,90 @@ SQLite (the embedded default) runs in WAL mode so readers never wait for the
 writer, and writes start with ``BEGIN IMMEDIATE`` so two writers queue at the
 start of their transaction instead of failing half-way when one upgrades its
 lock. PostgreSQL runs through asyncpg with a pool sized by settings.
+
+PostgreSQL may go away (a failover, a restart, a maintenance window) and come
+back, or refuse connections (``max_connections``): issue 17. Every pool here then
+answers within a bound (a connect timeout, a pool acquire timeout) with
+:class:`~samplan.fhir.stored.DatabaseUnavailable` (a 503), never hangs, and heals
+by itself: a connection the server closed is never handed out again (checked at
+checkout, without I/O), one found lost by a statement is invalidated (SQLAlchemy's
+``handle_error``, the driver pool's ``expire_connections``), and the next checkout
+opens a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, PoolProxiedConnection
+
+from samplan.fhir.stored import DatabaseUnavailable
+from samplan.store.driver import track_begin, unavailable
 
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a request may wait for the database before it is answered 503."""
+
+    connect: float = 5.0
+    """Seconds to open a connection (``SAMPLAN_DATABASE_CONNECT_TIMEOUT``)."""
+    pool: float = 5.0
+    """Seconds to wait for a free pooled connection (``SAMPLAN_DATABASE_POOL_TIMEOUT``)."""
+
+    @classmethod
+    def configured(cls) -> Timeouts:
+        """The process's settings (``SAMPLAN_DATABASE_*_TIMEOUT``)."""
+        from samplan.settings import get_settings
+
+        settings = get_settings()
+        return cls(settings.database_connect_timeout, settings.database_pool_timeout)
+
+
+_TIMEOUTS: weakref.WeakKeyDictionary[Engine, Timeouts] = weakref.WeakKeyDictionary()
+
+
+class _Pool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio queue pool, whose checkout fails as :class:`DatabaseUnavailable`
+    when no connection can be had: refused, timed out, the server starting up or full,
+    or none free within the pool timeout (each of which it raises in its own way)."""
+
+    def connect(self) -> PoolProxiedConnection:
+        try:
+            return super().connect()
+        except Exception as error:
+            translated = unavailable(error)
+            if translated is None or translated is error:
+                raise
+            raise translated from error
+
+
+def create_engine(database_url: str, *, pool_size: int = 20,
+                  timeouts: Timeouts | None = None) -> AsyncEngine:
+    """``timeouts``: by default the process's settings."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, pool_size=pool_size)
+    timeouts = timeouts or Timeouts.configured()
     # No overflow: a connection opened for a burst and closed after it costs far more
     # (a TLS/auth handshake; on SQLite a new thread) than waiting for a pooled one.
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
+        poolclass=_Pool,
         pool_size=pool_size,
         max_overflow=0,
+        pool_timeout=timeouts.pool,
+        # no pre-ping (a round trip per checkout): the checkout event of _heal sees a
+        # connection the server closed without one
         pool_pre_ping=False,
         pool_recycle=3600,
         # The driver's own statement cache makes repeated statements cheap. Its
@@ -39,9 +97,46 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
         # the generic plan of a staff search hashed every CareTeam, 600 ms instead
         # of 9 (issue 7). So these connections plan each statement for its values;
         # the driver pool's fixed-shape hot statements keep their generic plans.
-        connect_args={"statement_cache_size": 512,
+        connect_args={"statement_cache_size": 512, "timeout": timeouts.connect,
                       "server_settings": {"plan_cache_mode": "force_custom_plan"}},
     )
+    _TIMEOUTS[engine.sync_engine] = timeouts
+    _heal(engine)
+    track_begin(engine)
+    return engine
+
+
+def timeouts_of(engine: AsyncEngine) -> Timeouts:
+    """The timeouts ``engine`` was created with (the driver pool keeps the same)."""
+    return _TIMEOUTS.get(engine.sync_engine) or Timeouts.configured()
+
+
+def _heal(engine: AsyncEngine) -> None:
+    """Keep lost connections out of ``engine``'s pool (PostgreSQL)."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _closed_by_the_server(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        # asyncpg marks a connection closed as soon as the server ends it (a restart, a
+        # failover, an idle timeout, pg_terminate_backend): no I/O to find out. SQLAlchemy
+        # then invalidates it and checks out another (or connects anew).
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise sa_exc.DisconnectionError("the server closed this connection")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _lost(context: ExceptionContext) -> BaseException | None:
+        # A statement, commit or rollback that failed because the database went away:
+        # invalidate the connection (and with it the pool's older ones: SQLAlchemy
+        # recycles them at their next checkout), and answer DatabaseUnavailable.
+        if context.is_pre_ping:
+            return None
+        translated = unavailable(context.original_exception)
+        if translated is None and context.is_disconnect:
+            translated = DatabaseUnavailable(
+                "The database is unavailable: the connection was lost; retry the request.")
+        if translated is not None:
+            context.is_disconnect = True
+        return translated
 
 
 def _sqlite_engine(database_url: str, *, pool_size: int) -> AsyncEngine:
@@ -176,6 +271,7 @@ class DriverPool:
         # an in-memory SQLite database is per connection: only the engine's own reach it
         self._reader = create_reader(engine) if sqlite and self._file is None else None
         self._pg: Any = None
+        self._timeouts = timeouts_of(engine) if not sqlite else Timeouts()
         self._sqlite: asyncio.Queue[Any] | None = None
         self._sqlite_all: list[Any] = []
         self._opening = asyncio.Lock()
@@ -199,9 +295,33 @@ class DriverPool:
             finally:
                 raw.close()
             return
-        pool = self._pg if self._pg is not None else await self._open()
-        async with pool.acquire() as conn:
+        # Every failure that means the database is unreachable leaves as DatabaseUnavailable:
+        # opening the pool, a connection or waiting for one (bounded by the timeouts), or
+        # the statement finding its connection lost; then this pool's other connections
+        # are replaced at their next acquire, as SQLAlchemy's are.
+        try:
+            pool = self._pg if self._pg is not None else await self._open()
+            async with asyncio.timeout(self._timeouts.pool):  # a timer, not a task as
+                conn = await pool.acquire()                    # acquire(timeout=) makes
+        except Exception as error:
+            translated = unavailable(error)
+            if translated is None or translated is error:
+                raise
+            raise translated from error
+        try:
             yield conn
+        except Exception as error:
+            translated = unavailable(error)
+            if translated is None or translated is error:
+                raise
+            await pool.expire_connections()
+            raise translated from error
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception as error:  # the server dropped it meanwhile: asyncpg let it go
+                if unavailable(error) is None:
+                    raise
 
     async def _open_sqlite(self) -> asyncio.Queue[Any]:
         async with self._opening:
@@ -230,7 +350,7 @@ class DriverPool:
                     hide_password=False)
                 self._pg = await asyncpg.create_pool(
                     dsn, min_size=1, max_size=self.size, reset=no_reset,
-                    statement_cache_size=512)
+                    statement_cache_size=512, timeout=self._timeouts.connect)
         return self._pg
 
     async def close(self) -> None:

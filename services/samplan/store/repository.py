@@ -60,7 +60,7 @@ from samplan.fhir.stored import (
     WriteConflict,
 )
 from samplan.store.database import DriverPool
-from samplan.store.driver import driver_of
+from samplan.store.driver import begun, driver_of, unavailable
 from samplan.store.tables import (
     INDEX_TABLES,
     idx_date,
@@ -260,17 +260,30 @@ class Repository:
         async with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = await conn.execution_options(sqlite_immediate=True)
-            async with conn.begin():
-                tx = WriteTx(self, conn, writer=writer)
-                try:
-                    yield tx
-                    await writer.before_commit(tx)
-                    for hook in self.before_commit:
-                        await hook(tx)
-                except IntegrityError as exc:
-                    raise WriteConflict(str(exc.orig)) from exc
-                except IntegrityConstraintViolationError as exc:  # from the driver itself
-                    raise WriteConflict(str(exc)) from exc
+            try:
+                async with conn.begin():
+                    tx = WriteTx(self, conn, writer=writer)
+                    try:
+                        yield tx
+                        await writer.before_commit(tx)
+                        for hook in self.before_commit:
+                            await hook(tx)
+                    except IntegrityError as exc:
+                        raise WriteConflict(str(exc.orig)) from exc
+                    except IntegrityConstraintViolationError as exc:  # from the driver itself
+                        raise WriteConflict(str(exc)) from exc
+            except Exception as exc:
+                # SQLAlchemy invalidates a connection its own statements found lost; one a
+                # driver statement found lost (tx.driver()) is invalidated here, so that it
+                # never goes back to the pool (issue 17). Either way: DatabaseUnavailable.
+                lost = unavailable(exc)
+                if lost is None:
+                    raise
+                if not conn.invalidated:
+                    await conn.invalidate(exc)
+                if lost is exc:
+                    raise
+                raise lost from exc
 
     def next_stamp(self) -> int:
         """A strictly increasing write time in this process (ties break ETag-free clients)."""
@@ -297,6 +310,14 @@ class WriteTx:
             self._driver = await driver_of(self.conn)
         return self._driver
 
+    async def _first_or_driver(self, sql: str, *args: Any) -> Any:
+        """The first row of ``sql`` (``$n`` parameters), sent to the driver; or through
+        SQLAlchemy while this transaction has run nothing yet, so that SQLAlchemy sends
+        BEGIN with it (no statement of its own for that: :func:`driver_of`)."""
+        if self._driver is None and not begun(self.conn):
+            return (await self.conn.exec_driver_sql(sql, args)).first()
+        return await (await self.driver()).fetchrow(sql, *args)
+
     @property
     def on_driver(self) -> bool:
         """Whether the write statements go to the driver (PostgreSQL, issue 7); else they
@@ -307,7 +328,7 @@ class WriteTx:
     async def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current row, locked against other writers until this transaction ends."""
         if self.on_driver:
-            pg = await (await self.driver()).fetchrow(_LOCK_PG, resource_type, resource_id)
+            pg = await self._first_or_driver(_LOCK_PG, resource_type, resource_id)
             if pg is None:
                 return None
             return StoredResource(pg[0], pg[1], pg[2], pg[3], pg[4], pg[5])
@@ -415,11 +436,12 @@ class WriteTx:
                 tokens, rows.references, rows.dates, rows.strings)
             for table_rows, columns in zip(every, _INDEX_COLUMNS.values(), strict=True):
                 arrays += [[row[i] for row in table_rows] for i in range(len(columns))]
-        changed = await (await self.driver()).fetchval(
+        row = await self._first_or_driver(
             _WRITE_PG[current is not None, rows is not None],
             stored.resource_type, stored.resource_id, stored.version_id, stored.last_updated,
             stored.method, stored.deleted, stored.content, *replaced, *arrays,
         )
+        changed = row[0] if row is not None else None
         if changed != 1:
             raise WriteConflict(f"{stored.resource_type}/{stored.resource_id} changed")
 

@@ -39,6 +39,7 @@ import os
 import random
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ import httpx
 import orjson
 
 from samplan.fhir.dates import now_us
+from samplan.fhir.stored import DatabaseUnavailable
 from samplan.security import notifications as screening
 from samplan.security.gate import Gate, ServiceTx, open_gate
 from samplan.security.subscriber import principal_of
@@ -61,6 +63,8 @@ log = logging.getLogger("samplan.subscriptions.worker")
 
 _US = 1_000_000
 PURGE_EVERY_US = 3600 * _US
+DOWN_RETRY = 0.5  # seconds between tries while the database is unavailable
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 1.0  # seconds between tries to LISTEN again
 
 
 async def set_status(tx: ServiceTx, subscription_id: str, status: str, *, error: str | None,
@@ -107,6 +111,13 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()
         self._last_purge = 0
         self._hinted = False
+        self._listener: Any = None  # PostgreSQL: the connection LISTENing for NOTIFY
+        self._listen_at = 0.0  # (monotonic) when to try to LISTEN again after losing it
+        self._listen_delay = LISTEN_RETRY_MIN
+        self._listened = False
+        self._down_since: float | None = None  # the database unavailable since (monotonic)
+        self._active: set[str] = set()  # subscriptions being delivered by this worker
+        self._unreleased: set[str] = set()  # claims not let go (the database was away)
 
     # -- timing knobs ----------------------------------------------------------------------
 
@@ -138,25 +149,52 @@ class Worker:
         self.wake.set()
 
     async def run(self) -> None:
-        """Deliver until :meth:`stop`; in-flight deliveries finish, leases are let go."""
-        listener = await self._listen()
+        """Deliver until :meth:`stop`; in-flight deliveries finish, leases are let go.
+
+        The database may go away and come back (a failover, a restart; issue 17): the
+        loop keeps going, retries twice a second meanwhile, LISTENs again as soon
+        as it can (and then looks for work, as events may have been committed while
+        nobody listened) and lets go of the claims it could not release.
+        """
+        await self._listen()
         log.info("subscription worker %s started", self.owner)
         try:
             while not self.stopping.is_set():
                 self.wake.clear()
+                if self._listen_lost() and time.monotonic() >= self._listen_at:
+                    await self._listen()
+                wait = self.settings.subscriptions_worker_poll_interval
                 try:
                     await self.tick()
-                except Exception:  # a database hiccup must not end the worker
+                except DatabaseUnavailable as exc:
+                    self._database_down(exc)
+                    wait = min(wait, DOWN_RETRY)
+                except Exception:  # a hiccup must not end the worker
                     log.exception("subscription worker %s: tick failed", self.owner)
+                else:
+                    self._database_up()
+                if self._listen_lost():
+                    wait = min(wait, max(0.0, self._listen_at - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(),
-                                           self.settings.subscriptions_worker_poll_interval)
+                    await asyncio.wait_for(self.wake.wait(), wait)
         finally:
+            listener, self._listener = self._listener, None
             if listener is not None:
                 with contextlib.suppress(Exception):
                     await listener.close()
             await self._drain()
             log.info("subscription worker %s stopped", self.owner)
+
+    def _database_down(self, exc: DatabaseUnavailable) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("subscription worker %s: %s; retrying", self.owner, exc.diagnostics)
+
+    def _database_up(self) -> None:
+        if self._down_since is not None:
+            log.info("subscription worker %s: the database is back after %.1f s", self.owner,
+                     time.monotonic() - self._down_since)
+            self._down_since = None
 
     async def tick(self) -> None:
         """Claim what is due (as far as there are free slots) and start delivering it."""
@@ -167,6 +205,7 @@ class Worker:
         if free <= 0:
             return
         hinted, self._hinted = self._hinted, False
+        await self._release_leftovers()
         if not hinted:
             async with self.gate.engine.connect() as conn:
                 if not await outbox.anything_due(conn, now):
@@ -179,6 +218,7 @@ class Worker:
             )
         log.debug("claimed %s", claimed)
         for subscription_id in claimed:
+            self._unreleased.discard(subscription_id)
             task = asyncio.create_task(self._process(subscription_id))
             self.tasks.add(task)
             task.add_done_callback(self._finished)
@@ -205,42 +245,86 @@ class Worker:
             async with self.gate.service_tx() as tx:
                 await outbox.release_all(tx.conn, self.owner)
 
+    async def _release_leftovers(self) -> None:
+        """Let go of claims whose release failed (the database was away): else they would
+        wait for their lease to run out before anyone delivers again."""
+        for subscription_id in sorted(self._unreleased - self._active):
+            try:
+                async with self.gate.service_tx() as tx:
+                    await outbox.release(tx.conn, subscription_id, self.owner)
+            except DatabaseUnavailable:
+                raise
+            except Exception:  # its lease runs out instead
+                log.exception("releasing Subscription/%s failed", subscription_id)
+            self._unreleased.discard(subscription_id)
+
     def _notified(self, *_: object) -> None:
         log.debug("notified")
         self.wake.set()
 
-    async def _listen(self) -> Any:
-        """PostgreSQL: a connection LISTENing for the matching hook's NOTIFY."""
+    def _listen_lost(self) -> bool:
         if self.gate.is_sqlite:
-            return None
+            return False
+        return self._listener is None or self._listener.is_closed()
+
+    def _listener_closed(self, _conn: object) -> None:
+        if not self.stopping.is_set():
+            self._listen_at = time.monotonic()  # try again at once (then back off)
+            self.wake.set()
+
+    async def _listen(self) -> None:
+        """PostgreSQL: a connection LISTENing for the matching hook's NOTIFY (again, when
+        the last one was lost); polling meanwhile, retried with a growing delay."""
+        if self.gate.is_sqlite:
+            return
         import asyncpg
 
         url = self.gate.engine.url.set(drivername="postgresql")
+        conn = None
         try:
-            conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+            conn = await asyncpg.connect(url.render_as_string(hide_password=False),
+                                         timeout=self.settings.database_connect_timeout)
             await conn.add_listener(outbox.NOTIFY_CHANNEL, self._notified)
-        except Exception:
-            log.exception("cannot LISTEN for new events; polling only")
-            return None
-        return conn
+            conn.add_termination_listener(self._listener_closed)
+        except Exception as exc:
+            if conn is not None:
+                conn.terminate()
+            if self._listen_delay == LISTEN_RETRY_MIN:
+                log.warning("subscription worker %s cannot LISTEN for new events (%s: %s); "
+                            "polling, and trying again", self.owner, type(exc).__name__, exc)
+            self._listen_at = time.monotonic() + self._listen_delay
+            self._listen_delay = min(self._listen_delay * 2, LISTEN_RETRY_MAX)
+            return
+        self._listener = conn
+        self._listen_delay = LISTEN_RETRY_MIN
+        if self._listened:
+            log.info("subscription worker %s LISTENs again", self.owner)
+            self.wake.set()  # events committed while nobody listened: look now
+        self._listened = True
 
     # -- one subscription ------------------------------------------------------------------
 
     async def _process(self, subscription_id: str) -> None:
         not_before: int | None = None
         error: str | None = None
+        self._active.add(subscription_id)
         try:
             while not self.stopping.is_set() and await self._step(subscription_id):
                 pass
+        except DatabaseUnavailable as exc:  # not the subscription's doing: no hold-off
+            self._database_down(exc)
         except Exception as exc:  # e.g. a secret sealed under another key: hold off, retry
             log.exception("delivery for Subscription/%s failed", subscription_id)
             not_before = now_us() + int(self.settings.subscriptions_backoff_cap * _US)
             error = f"server error while delivering: {type(exc).__name__}: {exc}"
         finally:
-            with contextlib.suppress(Exception):
+            self._active.discard(subscription_id)
+            try:
                 async with self.gate.service_tx() as tx:
                     await outbox.release(tx.conn, subscription_id, self.owner,
                                         not_before=not_before, error=error)
+            except Exception:
+                self._unreleased.add(subscription_id)  # at the next tick that gets through
 
     async def _step(self, subscription_id: str) -> bool:
         """Do the next piece of work; True when there may be more right away."""
