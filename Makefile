@@ -56,7 +56,7 @@ run: demo ## Set up, migrate, load demo data, print curl lines with demo tokens,
 test: install ## Run the whole test suite (SQLite, a temporary PostgreSQL, the cluster test)
 	SAMPLAN_TEST_CLUSTER=1 $(BIN)/pytest -q -p no:cacheprovider
 
-test-cluster: install ## Deployment test: PostgreSQL, 2 serve + 2 worker behind nginx, with kills
+test-cluster: install ## Deployment test: PostgreSQL, 2 serve + 2 worker behind nginx, with kills and a database restart
 	$(BIN)/pytest -q -p no:cacheprovider -m cluster tests/deploy/test_cluster.py
 
 openapi: install ## Export openapi/openapi.json and regenerate docs/configuration.md

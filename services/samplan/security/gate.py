@@ -65,7 +65,7 @@ from samplan.store import agreement_queries
 from samplan.store import audit as audit_store
 from samplan.store.access import AccessQueries
 from samplan.store.agreement_queries import AgreementRows
-from samplan.store.database import create_engine, seed_sqlite_statistics
+from samplan.store.database import Timeouts, create_engine, seed_sqlite_statistics
 from samplan.store.group_commit import GroupCommitter
 from samplan.store.repository import Repository, WriteTx
 
@@ -83,8 +83,9 @@ async def open_gate(settings: Settings, *, pool_size: int | None = None) -> Gate
     Call it only once the configuration is known to be safe (production refuses
     development keys before this, so not even an SQLite file is made for them).
     """
-    engine = create_engine(settings.database_url,
-                           pool_size=pool_size or settings.database_pool_size)
+    engine = create_engine(
+        settings.database_url, pool_size=pool_size or settings.database_pool_size,
+        timeouts=Timeouts(settings.database_connect_timeout, settings.database_pool_timeout))
     await seed_sqlite_statistics(engine)
     tz = ZoneInfo(settings.timezone)
     repo = Repository(engine, tz=tz, base_url=settings.base_url)
