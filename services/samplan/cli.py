@@ -214,17 +214,26 @@ def import_notes(
     settings = _safe_settings()
 
     async def run() -> None:
+        stop = asyncio.Event()
         task = asyncio.current_task()
+
+        def interrupt() -> None:  # the first: finish what is under way; the second: now
+            if stop.is_set() and task is not None:
+                task.cancel()
+            stop.set()
+
         loop = asyncio.get_running_loop()
-        if task is not None:
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, interrupt)
         services = await build_services(settings)
         try:
             notes = AgreementNotes(services.gate.as_service())
             summary = await import_folder(notes, folder, report=report, journal=journal,
-                                          concurrency=concurrency)
+                                          concurrency=concurrency, stop=stop)
         finally:
             await close_services(services)
+        if summary.interrupted:
+            raise KeyboardInterrupt
         counts = summary.counts
         typer.echo(f"created {counts['created']}, updated {counts['updated']}, "
                    f"unchanged {counts['unchanged']}, failed {counts['failed']}, "

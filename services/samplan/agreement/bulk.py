@@ -82,9 +82,15 @@ class Journal:
 
 async def import_folder(
     notes: AgreementNotes, folder: Path, *, report: Path, journal: Path | None = None,
-    concurrency: int = 4, progress: bool = True,
+    concurrency: int = 4, progress: bool = True, stop: asyncio.Event | None = None,
 ) -> BulkSummary:
-    """Import every note of ``folder`` not yet in ``journal``; see the module."""
+    """Import every note of ``folder`` not yet in ``journal``; see the module.
+
+    ``stop``: once set (Ctrl-C, SIGTERM), no further note is started; the notes being
+    imported finish (their transactions commit and are journaled) and the summary says
+    ``interrupted``.
+    """
+    stop = stop or asyncio.Event()
     files = note_files(folder)
     book = Journal(journal, folder) if journal is not None else None
     todo = [f for f in files if book is None or book.key(f) not in book.done]
@@ -96,7 +102,7 @@ async def import_folder(
     started = time.perf_counter()
 
     async def worker() -> None:
-        while (path := await queue.get()) is not None:
+        while (path := await queue.get()) is not None and not stop.is_set():
             try:
                 parsed = parse_note(path.read_bytes(), CONTENT_TYPES[path.suffix.lower()])
                 result = await notes.import_note(parsed)
@@ -115,10 +121,16 @@ async def import_folder(
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
         for path in todo:
+            if stop.is_set():
+                break
             await queue.put(path)
+        if stop.is_set():  # what is queued is not started: the journal does not have it
+            while not queue.empty():
+                queue.get_nowait()
         for _ in workers:
             await queue.put(None)
         await asyncio.gather(*workers)
+        summary.interrupted = stop.is_set()
     except asyncio.CancelledError:
         summary.interrupted = True
         for task in workers:

@@ -244,24 +244,59 @@ class FhirService:
         return WriteResult(stored, created=True)
 
     async def find_one(
-        self, tx: WriteTx, resource_type: str, criteria: str, what: str
+        self, tx: WriteTx, resource_type: str, criteria: str, what: str,
+        prefetched: dict[tuple[str, str], list[StoredResource]] | None = None,
     ) -> StoredResource | None:
-        """The single match of a conditional criteria, under a lock on that criteria."""
-        params = _query_pairs(criteria)
-        if not params:
-            raise BadRequest(f"{what} has no search criteria.", [what])
-        query = self.parse_query(resource_type, params, strict=True)
-        query.count = _MATCH_WINDOW
-        await tx.lock(f"conditional:{resource_type}?{sorted(params)!r}")
-        page = await tx.search(query)
+        """The single match of a conditional criteria, under a lock on that criteria.
+
+        ``prefetched`` (:meth:`prefetch_matches`): the matches of identifier criteria,
+        found with their locks for a whole transaction Bundle at once.
+        """
+        if prefetched is not None and (resource_type, criteria) in prefetched:
+            candidates = prefetched[(resource_type, criteria)]
+        else:
+            params = _query_pairs(criteria)
+            if not params:
+                raise BadRequest(f"{what} has no search criteria.", [what])
+            query = self.parse_query(resource_type, params, strict=True)
+            query.count = _MATCH_WINDOW
+            await tx.lock(_criteria_lock(resource_type, params))
+            candidates = (await tx.search(query)).matches
         admission = tx.writer if isinstance(tx.writer, MatchAdmission) else None
-        matches = [m for m in page.matches
+        matches = [m for m in candidates
                    if admission is None or await admission.admits(tx, m, what)]
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"{what} {criteria!r} matches more than one {resource_type}.", [what]
             )
         return matches[0] if matches else None
+
+    async def prefetch_matches(
+        self, tx: WriteTx, wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[StoredResource]]:
+        """The matches of many ``(type, criteria)`` at once, each under the lock
+        :meth:`find_one` would take: two round trips for a transaction Bundle's conditional
+        creates instead of two each. Only criteria that are one identifier
+        (``identifier=system|code``, as journal notes write them); the others are left out
+        and searched one by one."""
+        simple: dict[tuple[str, str], tuple[str, str | None, str]] = {}
+        locks: list[str] = []
+        for resource_type, criteria in wanted:
+            try:
+                params = _query_pairs(criteria)
+                query = self.parse_query(resource_type, params, strict=True)
+            except FhirError:
+                continue  # find_one answers it, with its own error
+            token = _one_identifier(query)
+            if token is None:
+                continue
+            simple[(resource_type, criteria)] = (resource_type, *token)
+            locks.append(_criteria_lock(resource_type, params))
+        if not simple:
+            return {}
+        await tx.lock_many(locks)
+        found = await tx.by_identifiers(list(dict.fromkeys(simple.values())))
+        return {key: found[token][:_MATCH_WINDOW] for key, token in simple.items()}
 
     async def _check_integrity(self, tx: WriteTx, resource: dict[str, Any]) -> None:
         """Rules over more than one resource, checked inside the write's transaction."""
@@ -445,6 +480,26 @@ def _check_if_match(current: StoredResource | None, if_match: str | None, label:
             ["If-Match"],
             headers={"ETag": current.etag},
         )
+
+
+def _criteria_lock(resource_type: str, params: list[tuple[str, str]]) -> str:
+    return f"conditional:{resource_type}?{sorted(params)!r}"
+
+
+def _one_identifier(query: SearchQuery) -> tuple[str | None, str] | None:
+    """``(system, code)`` when the search is exactly one identifier value with a system."""
+    from samplan.fhir.search import ANY, TokenValue
+
+    if (len(query.filters) != 1 or query.includes or query.sort or query.total
+            or query.summary_count):
+        return None
+    flt = query.filters[0]
+    if flt.name != "identifier" or flt.modifier is not None or len(flt.values) != 1:
+        return None
+    value = flt.values[0]
+    if not isinstance(value, TokenValue) or value.code is None or value.system in (None, ANY):
+        return None
+    return value.system, value.code
 
 
 _MAX_DEPTH = 64

@@ -236,6 +236,9 @@ class BundleProcessor:
     async def _run_transaction(self, tx: WriteTx, entries: list[_Entry]) -> list[dict[str, Any]]:
         ids: dict[str, str] = {}  # fullUrl -> "Type/id"
         existing: dict[int, StoredResource] = {}  # conditional creates that matched
+        prefetched = await self.service.prefetch_matches(tx, [
+            (_split_url(e.url)[0], e.if_none_exist) for e in entries
+            if e.method == "POST" and isinstance(e.if_none_exist, str) and e.if_none_exist])
         # 1. give every created resource its id (or its conditional match)
         for e in entries:
             try:
@@ -244,7 +247,7 @@ class BundleProcessor:
                     target_id = None
                     if e.if_none_exist:
                         match = await self.service.find_one(tx, rtype, e.if_none_exist,
-                                                            "ifNoneExist")
+                                                            "ifNoneExist", prefetched)
                         if match is not None:
                             existing[e.index] = match
                             target_id = match.resource_id

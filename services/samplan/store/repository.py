@@ -346,13 +346,46 @@ class WriteTx:
         PostgreSQL: a transaction-scoped advisory lock. SQLite: writers are already
         serial, so nothing to do.
         """
+        await self.lock_many([key])
+
+    async def lock_many(self, keys: Sequence[str]) -> None:
+        """:meth:`lock` for several keys in one round trip (a transaction Bundle's
+        conditional creates), taken in one order by every writer."""
         if self.repo.is_sqlite:
             return
-        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        if number in self._locked:
+        numbers = sorted({_lock_number(k) for k in keys} - self._locked)
+        if not numbers:
             return
-        await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
-        self._locked.add(number)
+        if self.on_driver:
+            await self._first_or_driver(_LOCK_MANY_PG, numbers)
+        else:
+            for number in numbers:
+                await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
+        self._locked.update(numbers)
+
+    async def by_identifiers(
+        self, wanted: Sequence[tuple[str, str | None, str]]
+    ) -> dict[tuple[str, str | None, str], list[StoredResource]]:
+        """The current resources carrying each ``(type, system, code)`` identifier, as the
+        ``identifier`` search parameter indexes them, for many in one statement."""
+        found: dict[tuple[str, str | None, str], list[StoredResource]] = {w: [] for w in wanted}
+        if not wanted:
+            return found
+        t, r = idx_token.c, resources.c
+        stmt = select(t.resource_type, t.system, t.code, *_RESOURCE_COLUMNS).join(
+            resources, and_(r.resource_type == t.resource_type,
+                            r.resource_id == t.resource_id)).where(
+            t.param == "identifier", r.deleted == false(),
+            or_(*(and_(t.resource_type == rtype,
+                       t.system.is_(None) if system is None else t.system == system,
+                       t.code == code) for rtype, system, code in wanted)),
+        ).order_by(r.last_updated, r.resource_id)
+        for row in (await self.conn.execute(stmt)).all():
+            key = (row[0], row[1], row[2])
+            if key in found:
+                found[key].append(StoredResource(row[3], row[4], row[5], row[6], bool(row[7]),
+                                                 row[8]))
+        return found
 
     async def search(self, query: SearchQuery) -> SearchPage:
         return await _search(self.conn, query)
@@ -481,6 +514,12 @@ class WriteTx:
 
 
 _LOCK_PG = _READ_PG + " FOR UPDATE"
+# the keys come sorted: unnest keeps an array's order, so every writer locks in one order
+_LOCK_MANY_PG = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
+
+
+def _lock_number(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
 # per index table (in the order of IndexRows' fields): its own columns and their SQL types
