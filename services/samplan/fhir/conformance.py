@@ -1,7 +1,7 @@
-"""Our conformance resources (profiles, code systems, value sets, questionnaires), served.
+"""Our conformance resources (profiles, code systems, value sets, questionnaires, measures), served.
 
 They live as JSON files in ``fhir_profiles/`` (and Questionnaires generated
-from ``mappings/``); at start the server stores each one that is new or
+from ``mappings/``, Measures defined in ``samplan.followup``); at start the server stores each one that is new or
 changed, so they are read and searched like any other resource, with history.
 Clients may read them, never write them.
 """
@@ -17,7 +17,9 @@ from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
 from samplan.fhir.resource import validate_resource
 from samplan.store.repository import Repository
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
+CONFORMANCE_TYPES = (
+    "StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire", "Measure",
+)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PROFILES_DIR = _REPO_ROOT / "fhir_profiles"
