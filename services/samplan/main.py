@@ -31,6 +31,7 @@ from samplan.fhir.interactions import FhirService
 from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
+from samplan.followup import install as followup
 from samplan.mapping.questionnaire import questionnaire
 from samplan.mapping.spec import default_mappings
 from samplan.observability.health import readiness
@@ -123,14 +124,17 @@ async def build_services(settings: Settings) -> Services:
     install_write_checks(profiles)
     _advertise_profiles(profiles)
     feature = subscriptions.install(settings, repo)  # before the CapabilityStatement
+    follow_up = followup.install(profiles)  # the seven questions and the Measures (issue 16)
     await _retrying_conflicts(lambda: conformance.sync(
-        repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
+        repo, [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources(),
+               *follow_up.measure_resources]))
     capability = orjson.dumps(
         capability_statement(settings.base_url, auth_enabled=settings.auth_enabled)
     )
     services = Services(settings, engine, repo, fhir, http, capability)
     services.extras["profiles"] = profiles
     services.extras["notes"] = AgreementNotes(fhir)
+    services.extras[followup.EXTRAS_KEY] = follow_up
     await feature.start(services)  # topics stored; in-process worker if --with-worker
     services.extras[api_auth.AUTHENTICATOR] = authenticator
     # registers the before-commit hook that checks and logs every write

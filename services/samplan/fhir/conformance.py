@@ -1,9 +1,9 @@
 """Our conformance resources (profiles, code systems, value sets, questionnaires, measures), served.
 
 They live as JSON files in ``fhir_profiles/`` (and Questionnaires generated
-from ``mappings/``, Measures defined in ``samplan.followup``); at start the server stores each one that is new or
-changed, so they are read and searched like any other resource, with history.
-Clients may read them, never write them.
+from ``mappings/``, Measures defined in ``samplan.followup``); at start the
+server stores each one that is new or changed, so they are read and searched
+like any other resource, with history. Clients may read them, never write them.
 """
 
 from __future__ import annotations

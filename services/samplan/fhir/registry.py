@@ -78,6 +78,8 @@ def _p(
 
 
 _IDENTIFIER = _p("identifier", "token", "identifier", desc="A business identifier")
+#: Where the parameters SamPlan defines itself (not in R4) are named.
+_SAMPLAN_PARAMS = "https://samplan.se/fhir/SearchParameter"
 
 _RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
@@ -122,6 +124,11 @@ _RESOURCE_TYPES: tuple[ResourceType, ...] = (
                 _p("category", "token", "category", desc="Type of team"),
                 _p("organization", "reference", "managingOrganization",
                    desc="Organization responsible for the care team", targets=("Organization",)),
+                SearchParam("participant-role", "token", ("participant.role",),
+                            "The role of a participant (KV typ av fast kontakt: 1 fast "
+                            "vårdkontakt, 2 fast läkarkontakt, ...), as the follow-up "
+                            "measures count them",
+                            canonical=f"{_SAMPLAN_PARAMS}/CareTeam-participant-role"),
                 _IDENTIFIER,
             )
         },
@@ -318,7 +325,6 @@ def _item_answers(response: dict[str, Any]) -> Iterator[Any]:
         stack.extend(item.get("item") or [])
 
 
-_SAMPLAN_PARAMS = "https://samplan.se/fhir/SearchParameter"
 
 # The RUB level (issue 16): an Observation of our profile samplan-rub-observation only
 # (the write checks in samplan.followup refuse any other Observation).
