@@ -19,9 +19,11 @@ from samplan.api import auth as api_auth
 from samplan.api import errors as api_errors
 from samplan.api import hardening
 from samplan.api.agreement_fast import AgreementMiddleware
+from samplan.api.answers import router as answers_router
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
 from samplan.api.fhir import router as fhir_router
+from samplan.api.measures import router as measures_router
 from samplan.api.operations import router as operations_router
 from samplan.api.patient import router as patient_router
 from samplan.api.subscriptions import router as subscriptions_router
@@ -189,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
     app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement
+    app.include_router(measures_router)  # follow-up (issue 16): Measure/{id}/$evaluate-measure
+    app.include_router(answers_router)  # and POST QuestionnaireResponse (the seven questions)
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

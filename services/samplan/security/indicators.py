@@ -1,0 +1,158 @@
+"""Who may count what: the access decision for the follow-up indicators (issue 16).
+
+One function, :func:`count_indicators`, used by ``$evaluate-measure`` and the
+staff page alike. It is the security layer's part of an indicator request, and
+stands alone so that it can move into the gate as it is:
+
+1. **Who.** Indicators count *other* patients, so patients and relatives are
+   refused (403), whatever their scopes. Staff and systems count the patients
+   they reach; the anonymous development principal (auth off) counts everyone.
+2. **Scope.** ``read`` on ``Measure`` (``user/Measure.r``, ``system/Measure.r``,
+   or a wildcard such as ``user/*.rs``): evaluating a Measure reads what the
+   Measure says about the caller's patients. No search scope on the counted
+   types is asked for: no resource of theirs leaves the server, only counts.
+3. **Reach.** The care-team criterion of every other access
+   (``AccessControl.care_team_basis``: the caller's organisations,
+   PractitionerRoles and Practitioner, minus the patients blocking one of them,
+   spärr) becomes the ``restrict`` predicate of ``samplan.store.indicators``,
+   compiled into the counting SQL as a correlated subquery, so the counts
+   include exactly the patients a search would show the caller. A staff app
+   with a ``patient/`` scope counts only the patient in context.
+4. **Log.** One access-log entry per request (interaction ``search``, the
+   Measure(s) as entities, the query as asked, no patient: no patient's data is
+   disclosed, only counts), committed before the answer is sent; a refusal is
+   logged with outcome 4.
+
+Staff answers to the seven questions are about units, not patients: they are
+counted for every caller who may count (narrowed by ``subject`` only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, false
+
+from samplan.fhir.errors import FhirError, Forbidden, Unprocessable
+from samplan.followup import measures
+from samplan.followup.questionnaires import SevenQuestions
+from samplan.security import policy
+from samplan.security.audit import MINOR_FAILURE, SUCCESS, Agent, AuditRecord
+from samplan.security.guard import AccessControl
+from samplan.security.principal import Principal
+from samplan.store.access import care_team_reaches
+from samplan.store.indicators import IndicatorQueries, Restrict, Subject, Tally, Window
+
+#: The scope an indicator request needs: ``read`` on this type.
+MEASURE_TYPE: Final = "Measure"
+#: Kinds of caller refused outright: the counts are about other patients.
+REFUSED_KINDS: Final = frozenset({"patient", "relative"})
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorRequest:
+    """What is asked: measures (ids of ``followup.codes.MEASURE_IDS``), periods, and how.
+
+    ``subject``: an Organization id, to count only that unit's (or provider's) patients.
+    ``by_unit``: besides the totals, one tally per care unit. ``query``: the request as
+    the access log should show it (``Measure/rub5-med-sip/$evaluate-measure?...``).
+    """
+
+    measures: tuple[str, ...]
+    windows: tuple[Window, ...]
+    subject: str | None = None
+    by_unit: bool = False
+    query: str = ""
+
+
+async def count_indicators(
+    control: AccessControl,
+    principal: Principal,
+    queries: IndicatorQueries,
+    request: IndicatorRequest,
+    *,
+    seven: SevenQuestions,
+    now: int,
+    client_ip: str | None = None,
+) -> dict[str, list[Tally]]:
+    """Count ``request``'s measures over the patients ``principal`` reaches, and log it.
+
+    Gives each measure's tallies: one per period and group for all patients counted
+    (``unit`` None), and with ``by_unit`` one per period, group and care unit besides.
+
+    Raises 403 for patients, relatives and callers without ``read`` on Measure, and
+    422 (at ``subject``) for a subject Organization that does not exist.
+    """
+    try:
+        restrict = await _restriction(control, principal)
+        subject = await _subject(queries, request.subject)
+    except FhirError as error:
+        await control.log([_record(principal, request, client_ip, error)])
+        raise
+    found: dict[str, list[Tally]] = {}
+    for measure_id in request.measures:
+        definition = measures.definition(measure_id)
+        if definition is None:
+            raise ValueError(f"no such measure: {measure_id}")  # the caller checks the id
+        questionnaire = definition.questions_of(seven)
+        links = questionnaire.link_ids if questionnaire is not None else ()
+        tallies = await queries.tally(measure_id, request.windows, restrict=restrict, now=now,
+                                      subject=subject, questions=links)
+        if request.by_unit:
+            tallies += await queries.tally(measure_id, request.windows, restrict=restrict,
+                                           now=now, subject=subject, questions=links,
+                                           by_unit=True)
+        found[measure_id] = tallies
+    await control.log([_record(principal, request, client_ip)])
+    return found
+
+
+async def _restriction(control: AccessControl, principal: Principal) -> Restrict | None:
+    """The caller's reach as a predicate over a patient-id column (None: everyone)."""
+    if principal.kind in REFUSED_KINDS:
+        raise Forbidden("Indicators count other patients' data: they are for staff and "
+                        f"systems, not for a {principal.kind}.")
+    grant = policy.check_scope(principal, MEASURE_TYPE, "read")
+    if principal.kind == "anonymous-dev":
+        return None
+    if grant.patient_context_only:
+        own = await control.resolve_patient(principal.patient)
+        return lambda patient: patient == own if own else false()
+    basis = await control.care_team_basis(principal)
+
+    def reached(patient: ColumnElement[Any]) -> ColumnElement[bool]:
+        found = care_team_reaches(patient, organisations=basis.organisations, roles=basis.roles,
+                                  practitioners=basis.practitioners, blocked=basis.blocked)
+        return found if found is not None else false()  # naming nobody reaches nobody
+
+    return reached
+
+
+async def _subject(queries: IndicatorQueries, organisation_id: str | None) -> Subject | None:
+    if organisation_id is None:
+        return None
+    found = await queries.subject(organisation_id)
+    if found is None:
+        raise Unprocessable(f"subject Organization/{organisation_id} does not exist.",
+                            ["subject"], code="not-found")
+    return found
+
+
+def _record(principal: Principal, request: IndicatorRequest, client_ip: str | None,
+            error: FhirError | None = None) -> AuditRecord:
+    entities = tuple((MEASURE_TYPE, m) for m in request.measures)
+    single = request.measures[0] if len(request.measures) == 1 else None
+    return AuditRecord(
+        interaction="search", agent=Agent.of(principal),
+        outcome=MINOR_FAILURE if error else SUCCESS,
+        outcome_text=f"{error.status}: {error.diagnostics}" if error else None,
+        entity_type=MEASURE_TYPE, entity_id=single, entities=entities if single is None else (),
+        query=request.query or None, client_ip=client_ip,
+    )
+
+
+def windows_of(periods: Sequence[tuple[int, int]]) -> tuple[Window, ...]:
+    """Store windows from ``(low, high)`` pairs (``followup.periods.Period`` bounds)."""
+    return tuple(Window(low, high) for low, high in periods)

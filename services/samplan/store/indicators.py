@@ -1,0 +1,503 @@
+"""The indicators' SQL: the follow-up Measures counted over the search index tables.
+
+Every count is one statement over ``idx_token``, ``idx_reference`` and
+``idx_date`` (the current, non-deleted version of each resource), grouped by
+measurement period (and care unit): nothing is loaded per patient, so 100,000
+patients cost index lookups, not JSON. The criteria are the ones
+``samplan.followup.measures`` words and docs/indicators.md explains; the ids
+and codes come from ``samplan.followup.codes``.
+
+Who is counted is the caller's business: every function takes ``restrict``, a
+predicate over a patient-id column (``None`` = everyone). The security layer
+(``samplan.security.indicators``) passes the caller's reach, today
+``samplan.store.access.care_team_reaches`` with the caller's organisations, so
+the counts include only patients the caller reaches. Any predicate of that
+shape plugs in: it is applied to each candidate patient of a population,
+correlated, before anything is counted.
+
+The shape of every measure: a set of rows, one per (period, patient) (for the
+seven questions, one per (period, response, question)), each with two 0/1
+columns, ``den`` and ``num``; the initial population is the number of rows,
+the denominator and numerator their sums. By care unit, each row is repeated
+for every Organization a (not ended) CareTeam of the patient names (as
+participant, as managing organisation, or through a PractitionerRole), so a
+patient shared by two units counts in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Subquery,
+    and_,
+    case,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from samplan.fhir.identifiers import HSA_SYSTEM
+from samplan.followup import codes
+from samplan.store.access import ENDED_CARE_TEAM_STATUSES, care_team_reaches
+from samplan.store.tables import idx_date, idx_reference, idx_token, resources
+
+Restrict = Callable[[ColumnElement[Any]], ColumnElement[bool] | None]
+"""A predicate over a patient-id column: the patients that may be counted (None: all)."""
+
+_OBS: Final = "Observation"
+_PLAN: Final = "CarePlan"
+_TEAM: Final = "CareTeam"
+_QR: Final = "QuestionnaireResponse"
+_PARTS_DEPTH: Final = 3
+"""How many levels of ``Organization.partOf`` a subject's units are looked for under."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One measurement period, ``[low, high]`` in microseconds since the epoch (inclusive)."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The counts of one group of one measure in one period (and one unit).
+
+    ``window`` indexes the windows asked for; ``group`` is ``""`` or a question's
+    linkId; ``unit`` is an Organization id, or None for every patient counted.
+    """
+
+    window: int
+    group: str
+    unit: str | None
+    initial: int
+    denominator: int
+    numerator: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnitLabel:
+    """How a care unit is shown: its name and HSA-id (from the Organization)."""
+
+    id: str
+    name: str
+    hsa_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The organisations a ``subject=Organization/{id}`` stands for: it and its parts, and
+    their PractitionerRoles (a CareTeam may name a unit through one)."""
+
+    organisations: frozenset[str]
+    roles: frozenset[str]
+
+    def reaches(self, patient: ColumnElement[Any]) -> ColumnElement[bool]:
+        found = care_team_reaches(patient, organisations=self.organisations, roles=self.roles)
+        return found if found is not None else false()
+
+
+class IndicatorQueries:
+    """Counts per measure, period, group and unit; one per application (stateless)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def tally(
+        self,
+        measure: str,
+        windows: Sequence[Window],
+        *,
+        restrict: Restrict | None,
+        now: int,
+        subject: Subject | None = None,
+        by_unit: bool = False,
+        questions: Sequence[str] = (),
+    ) -> list[Tally]:
+        """Count ``measure`` (an id of ``codes.MEASURE_IDS``) in each window.
+
+        ``restrict``: the patients that may be counted. ``subject``: only patients
+        of these care units (by CareTeam), and staff answers about them. ``by_unit``:
+        one tally per unit instead of one for all. ``questions``: the linkIds, in
+        order, of a questionnaire measure's groups. ``now``: a booked time must
+        lie after the end of its period, or after now when the period is not over.
+        """
+        if not windows:
+            return []
+        win = _windows(windows, now)
+        if measure in _RUB_MEASURES:
+            rows = _rub_rows(measure, win, _patient_filter(restrict, subject))
+        elif measure in _AGREEMENT_MEASURES:
+            rows = _agreement_rows(measure, win, _patient_filter(restrict, subject))
+        elif measure == codes.SJU_FRAGOR_PATIENT:
+            rows = _answer_rows(codes.PATIENT_QUESTIONNAIRE, "Patient", win, questions,
+                                _patient_filter(restrict, subject))
+        elif measure == codes.SJU_FRAGOR_PERSONAL:
+            rows = _answer_rows(codes.STAFF_QUESTIONNAIRE, "Organization", win, questions,
+                                _unit_filter(subject))
+        else:
+            raise ValueError(f"no such measure: {measure}")
+        per_unit = measure == codes.SJU_FRAGOR_PERSONAL
+        stmt = _count(rows.subquery("population"), by_unit=by_unit, answers_by_unit=per_unit)
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(stmt)).all()
+        return [Tally(int(r.n), str(r.grp), r.unit if by_unit else None, int(r.initial),
+                      int(r.den or 0), int(r.num or 0)) for r in found]
+
+    async def subject(self, organisation_id: str) -> Subject | None:
+        """The units a subject Organization stands for; None when there is no such one."""
+        c = resources.c
+        exists = select(c.resource_id).where(
+            c.resource_type == "Organization", c.resource_id == organisation_id,
+            c.deleted == false())
+        r = idx_reference.c
+        async with self.engine.connect() as conn:
+            if (await conn.execute(exists)).first() is None:
+                return None
+            found, level = {organisation_id}, {organisation_id}
+            for _ in range(_PARTS_DEPTH):
+                parts = select(r.resource_id).where(
+                    r.resource_type == "Organization", r.param == "partof",
+                    r.target_type == "Organization", r.target_id.in_(sorted(level)))
+                level = {row[0] for row in await conn.execute(parts)} - found
+                if not level:
+                    break
+                found |= level
+            roles = select(r.resource_id).where(
+                r.resource_type == "PractitionerRole", r.param == "organization",
+                r.target_type == "Organization", r.target_id.in_(sorted(found)))
+            role_ids = frozenset(row[0] for row in await conn.execute(roles))
+        return Subject(frozenset(found), role_ids)
+
+    async def unit_labels(self, organisation_ids: Collection[str]) -> dict[str, UnitLabel]:
+        """Name and HSA-id of each unit counted (a few dozen Organizations, read whole)."""
+        if not organisation_ids:
+            return {}
+        c = resources.c
+        stmt = select(c.resource_id, c.content).where(
+            c.resource_type == "Organization", c.resource_id.in_(sorted(organisation_ids)),
+            c.deleted == false())
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        labels: dict[str, UnitLabel] = {}
+        for row in rows:
+            body = orjson.loads(row.content) if row.content else {}
+            hsa = next((i.get("value") for i in body.get("identifier") or []
+                        if isinstance(i, dict) and i.get("system") == HSA_SYSTEM), None)
+            labels[row.resource_id] = UnitLabel(row.resource_id,
+                                                str(body.get("name") or row.resource_id), hsa)
+        return labels
+
+
+# -- the measurement periods ---------------------------------------------------------------
+
+
+def _windows(windows: Sequence[Window], now: int) -> Subquery:
+    """The periods as a derived table ``(n, low, high, ahead)``; ``ahead``: the moment a
+    booked time must lie after (the period's end, or now while the period runs)."""
+    rows = [
+        select(literal(n, Integer).label("n"), literal(w.low, BigInteger).label("low"),
+               literal(w.high, BigInteger).label("high"),
+               literal(min(w.high, now), BigInteger).label("ahead"))
+        for n, w in enumerate(windows)
+    ]
+    return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("win")
+
+
+# -- who may be counted ---------------------------------------------------------------------
+
+PatientFilter = Callable[[ColumnElement[Any]], list[ColumnElement[bool]]]
+
+
+def _patient_filter(restrict: Restrict | None, subject: Subject | None) -> PatientFilter:
+    def conditions(patient: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if restrict is not None:
+            limit = restrict(patient)
+            if limit is not None:
+                found.append(limit)
+        if subject is not None:
+            found.append(subject.reaches(patient))
+        return found
+
+    return conditions
+
+
+def _unit_filter(subject: Subject | None) -> PatientFilter:
+    """Staff answers are about a unit, not a patient: only ``subject`` narrows them."""
+    def conditions(unit: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+        return [] if subject is None else [unit.in_(sorted(subject.organisations))]
+
+    return conditions
+
+
+# -- the criteria, each an EXISTS correlated to one patient in one period --------------------
+
+
+def _plan_in_period(
+    patient: ColumnElement[Any], win: Subquery, codings: Sequence[tuple[str, str]],
+    *, role: str | None = None,
+) -> ColumnElement[bool]:
+    """The patient has a CarePlan with one of ``codings`` as category, counted status, and a
+    period overlapping the window (or none); with ``role``, one whose CareTeam (not
+    ended) has a participant of that KV role."""
+    who = idx_reference.alias("plan_patient")
+    cat = idx_token.alias("plan_category")
+    status = idx_token.alias("plan_status")
+    period = idx_date.alias("plan_period")
+    # a CarePlan has at most one period: none, or one overlapping the window (the window's
+    # bounds stay in this SELECT, so that they correlate to the row asking)
+    stmt = (
+        select(who.c.resource_id)
+        .join(cat, and_(cat.c.resource_type == _PLAN, cat.c.resource_id == who.c.resource_id,
+                        cat.c.param == "category",
+                        or_(*(and_(cat.c.system == s, cat.c.code == c) for s, c in codings))))
+        .join(status, and_(status.c.resource_type == _PLAN,
+                           status.c.resource_id == who.c.resource_id, status.c.param == "status",
+                           status.c.code.in_(codes.COUNTED_PLAN_STATUSES)))
+        .outerjoin(period, and_(period.c.resource_type == _PLAN,
+                                period.c.resource_id == who.c.resource_id,
+                                period.c.param == "date"))
+        .where(who.c.resource_type == _PLAN, who.c.param == "patient",
+               who.c.target_type == "Patient", who.c.target_id == patient,
+               or_(period.c.resource_id.is_(None),
+                   and_(period.c.low <= win.c.high, period.c.high >= win.c.low)))
+    )
+    if role is not None:
+        team = idx_reference.alias("plan_team")
+        kind = idx_token.alias("team_role")
+        ended = idx_token.alias("team_ended")
+        over = select(ended.c.resource_id).where(
+            ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.target_id,
+            ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
+        stmt = (
+            stmt.join(team, and_(team.c.resource_type == _PLAN,
+                                 team.c.resource_id == who.c.resource_id,
+                                 team.c.param == "care-team", team.c.target_type == _TEAM))
+            .join(kind, and_(kind.c.resource_type == _TEAM, kind.c.resource_id == team.c.target_id,
+                             kind.c.param == "participant-role",
+                             kind.c.system == codes.KV_SYSTEM, kind.c.code == role))
+            .where(~over)
+        )
+    return stmt.exists()
+
+
+def _booked_after(patient: ColumnElement[Any], win: Subquery) -> ColumnElement[bool]:
+    """The patient takes part in a booked Appointment starting after the window's ``ahead``."""
+    who = idx_reference.alias("visit_patient")
+    status = idx_token.alias("visit_status")
+    start = idx_date.alias("visit_start")
+    return (
+        select(who.c.resource_id)
+        .join(status, and_(status.c.resource_type == "Appointment",
+                           status.c.resource_id == who.c.resource_id, status.c.param == "status",
+                           status.c.code.in_(codes.COUNTED_APPOINTMENT_STATUSES)))
+        .join(start, and_(start.c.resource_type == "Appointment",
+                          start.c.resource_id == who.c.resource_id, start.c.param == "date",
+                          start.c.low > win.c.ahead))
+        .where(who.c.resource_type == "Appointment", who.c.param == "patient",
+               who.c.target_type == "Patient", who.c.target_id == patient)
+    ).exists()
+
+
+# -- the populations ------------------------------------------------------------------------
+
+_RUB_MEASURES: Final = {
+    codes.RUB5_UTAN_FAST_LAKARKONTAKT: ("5",),
+    codes.RUB5_MED_SIP: ("5",),
+    codes.RUB45_MED_OVERENSKOMMELSE: ("4", "5"),
+}
+_AGREEMENT_MEASURES: Final = (
+    codes.OVERENSKOMMELSE_MED_NASTA_TID, codes.OVERENSKOMMELSE_MED_FAST_VARDKONTAKT,
+)
+
+
+def _rub_rows(measure: str, win: Subquery, allowed: PatientFilter) -> Select[Any]:
+    """One row per (period, patient with a RUB level in it): the latest level counts."""
+    code = idx_token.alias("rub_code")
+    when = idx_date.alias("rub_when")
+    who = idx_reference.alias("rub_patient")
+    value = idx_token.alias("rub_value")
+    status = idx_token.alias("rub_status")
+    latest = func.row_number().over(
+        partition_by=(win.c.n, who.c.target_id),
+        order_by=(when.c.low.desc(), code.c.resource_id.desc()))
+    ranked = (
+        select(win.c.n, who.c.target_id.label("patient"), value.c.code.label("level"),
+               latest.label("latest"))
+        .select_from(code)
+        .join(when, and_(when.c.resource_type == _OBS, when.c.resource_id == code.c.resource_id,
+                         when.c.param == "date"))
+        .join(win, and_(when.c.low >= win.c.low, when.c.low <= win.c.high))
+        .join(who, and_(who.c.resource_type == _OBS, who.c.resource_id == code.c.resource_id,
+                        who.c.param == "patient", who.c.target_type == "Patient"))
+        .join(value, and_(value.c.resource_type == _OBS,
+                          value.c.resource_id == code.c.resource_id,
+                          value.c.param == "value-integer"))
+        .join(status, and_(status.c.resource_type == _OBS,
+                           status.c.resource_id == code.c.resource_id, status.c.param == "status",
+                           status.c.code.in_(codes.COUNTED_OBSERVATION_STATUSES)))
+        .where(code.c.resource_type == _OBS, code.c.param == "code",
+               code.c.system == codes.RUB_SYSTEM, code.c.code == codes.RUB,
+               *allowed(who.c.target_id))
+    ).subquery("rub_ranked")
+    rub = select(ranked).where(ranked.c.latest == 1).subquery("rub")
+    base = select(rub.c.n, rub.c.patient, rub.c.level, win.c.low, win.c.high, win.c.ahead).join(
+        win, win.c.n == rub.c.n).subquery("rub_in_period")
+    levels = _RUB_MEASURES[measure]
+    in_denominator = base.c.level.in_(levels)
+    if measure == codes.RUB5_UTAN_FAST_LAKARKONTAKT:
+        met = ~_plan_in_period(base.c.patient, base, (codes.AGREEMENT,),
+                               role=codes.FAST_LAKARKONTAKT)
+    elif measure == codes.RUB5_MED_SIP:
+        met = _plan_in_period(base.c.patient, base, codes.SIP_CODINGS)
+    else:
+        met = _plan_in_period(base.c.patient, base, (codes.AGREEMENT,))
+    return select(
+        base.c.n, literal("", String).label("grp"), base.c.patient.label("who"),
+        case((in_denominator, 1), else_=0).label("den"),
+        case((~in_denominator, 0), (met, 1), else_=0).label("num"),
+    )
+
+
+def _agreement_rows(measure: str, win: Subquery, allowed: PatientFilter) -> Select[Any]:
+    """One row per (period, patient with an agreement in force in it)."""
+    who = idx_reference.alias("agreement_patient")
+    cat = idx_token.alias("agreement_category")
+    patients = (
+        select(who.c.target_id.label("patient"))
+        .join(cat, and_(cat.c.resource_type == _PLAN, cat.c.resource_id == who.c.resource_id,
+                        cat.c.param == "category", cat.c.system == codes.AGREEMENT[0],
+                        cat.c.code == codes.AGREEMENT[1]))
+        .where(who.c.resource_type == _PLAN, who.c.param == "patient",
+               who.c.target_type == "Patient", *allowed(who.c.target_id))
+        .distinct()
+    ).subquery("with_agreement")
+    pairs = (
+        select(win.c.n, win.c.low, win.c.high, win.c.ahead, patients.c.patient)
+        .select_from(patients).join(win, true())
+    ).subquery("patient_period")
+    base = select(pairs).where(
+        _plan_in_period(pairs.c.patient, pairs, (codes.AGREEMENT,))).subquery("in_agreement")
+    if measure == codes.OVERENSKOMMELSE_MED_NASTA_TID:
+        met = _booked_after(base.c.patient, base)
+    else:
+        met = _plan_in_period(base.c.patient, base, (codes.AGREEMENT,),
+                              role=codes.FAST_VARDKONTAKT)
+    return select(base.c.n, literal("", String).label("grp"), base.c.patient.label("who"),
+                  literal(1, Integer).label("den"), case((met, 1), else_=0).label("num"))
+
+
+def _answer_rows(
+    questionnaire: str, subject_type: str, win: Subquery, questions: Sequence[str],
+    allowed: PatientFilter,
+) -> Select[Any]:
+    """One row per (period, response authored in it, question): answered, and said yes."""
+    if not questions:
+        raise ValueError("a questionnaire measure needs its questions' linkIds")
+    q = idx_token.alias("response_questionnaire")
+    status = idx_token.alias("response_status")
+    authored = idx_date.alias("response_authored")
+    who = idx_reference.alias("response_subject")
+    responses = (
+        select(win.c.n, q.c.resource_id.label("response"), who.c.target_id.label("who"))
+        .select_from(q)
+        .join(status, and_(status.c.resource_type == _QR, status.c.resource_id == q.c.resource_id,
+                           status.c.param == "status",
+                           status.c.code.in_(codes.COUNTED_RESPONSE_STATUSES)))
+        .join(authored, and_(authored.c.resource_type == _QR,
+                             authored.c.resource_id == q.c.resource_id,
+                             authored.c.param == "authored"))
+        .join(win, and_(authored.c.low >= win.c.low, authored.c.low <= win.c.high))
+        .join(who, and_(who.c.resource_type == _QR, who.c.resource_id == q.c.resource_id,
+                        who.c.param == "subject", who.c.target_type == subject_type))
+        .where(q.c.resource_type == _QR, q.c.param == "questionnaire",
+               or_(q.c.code == questionnaire, q.c.code.like(f"{questionnaire}|%")),
+               *allowed(who.c.target_id))
+    ).subquery("responses")
+    items = [select(literal(link, String).label("item")) for link in questions]
+    item = (union_all(*items) if len(items) > 1 else items[0]).subquery("questions")
+    answer = idx_token.alias("answer")
+
+    def answered(*more: ColumnElement[bool]) -> ColumnElement[bool]:
+        return select(answer.c.resource_id).where(
+            answer.c.resource_type == _QR, answer.c.resource_id == responses.c.response,
+            answer.c.param == codes.ANSWER_PARAM, answer.c.system == item.c.item, *more,
+        ).exists()
+
+    return select(
+        responses.c.n, item.c.item.label("grp"), responses.c.who,
+        case((answered(), 1), else_=0).label("den"),
+        case((answered(answer.c.code == "true"), 1), else_=0).label("num"),
+    ).select_from(responses).join(item, true())
+
+
+# -- counting ------------------------------------------------------------------------------
+
+
+def _units_of_patients() -> Subquery:
+    """(patient, unit): every Organization a not-ended CareTeam of the patient names."""
+    team = idx_reference.alias("unit_team")
+    member = idx_reference.alias("unit_member")
+    role = idx_reference.alias("unit_role_org")
+    ended = idx_token.alias("unit_team_ended")
+    alive = ~select(ended.c.resource_id).where(
+        ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.resource_id,
+        ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
+    of_team = (team.c.resource_type == _TEAM, team.c.param == "patient",
+               team.c.target_type == "Patient", alive)
+    direct = (
+        select(team.c.target_id.label("patient"), member.c.target_id.label("unit"))
+        .join(member, and_(member.c.resource_type == _TEAM,
+                           member.c.resource_id == team.c.resource_id,
+                           member.c.param.in_(("participant", "organization")),
+                           member.c.target_type == "Organization"))
+        .where(*of_team)
+    )
+    through_role = (
+        select(team.c.target_id.label("patient"), role.c.target_id.label("unit"))
+        .join(member, and_(member.c.resource_type == _TEAM,
+                           member.c.resource_id == team.c.resource_id,
+                           member.c.param == "participant",
+                           member.c.target_type == "PractitionerRole"))
+        .join(role, and_(role.c.resource_type == "PractitionerRole",
+                         role.c.resource_id == member.c.target_id,
+                         role.c.param == "organization", role.c.target_type == "Organization"))
+        .where(*of_team)
+    )
+    return union(direct, through_role).subquery("unit_of")
+
+
+def _count(rows: Subquery, *, by_unit: bool, answers_by_unit: bool) -> Select[Any]:
+    """Initial population (rows), denominator and numerator (sums), per period and group,
+    and per unit when ``by_unit`` (``answers_by_unit``: the rows' ``who`` is the unit)."""
+    counts = (func.count().label("initial"), func.sum(rows.c.den).label("den"),
+              func.sum(rows.c.num).label("num"))
+    if not by_unit:
+        return (select(rows.c.n, rows.c.grp, literal(None, String).label("unit"), *counts)
+                .group_by(rows.c.n, rows.c.grp).order_by(rows.c.n, rows.c.grp))
+    if answers_by_unit:
+        unit = rows.c.who
+        stmt = select(rows.c.n, rows.c.grp, unit.label("unit"), *counts)
+    else:
+        units = _units_of_patients()
+        unit = units.c.unit
+        stmt = (select(rows.c.n, rows.c.grp, unit.label("unit"), *counts)
+                .join(units, units.c.patient == rows.c.who))
+    return stmt.group_by(rows.c.n, rows.c.grp, unit).order_by(rows.c.n, rows.c.grp, unit)
