@@ -15,13 +15,14 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from samplan.api.deps import Services
-from samplan.fhir.resource import validate_resource
 from support.indicator_world import (
     PROVIDER,
     UNITS,
     World,
+    counts,
     expected,
     generate,
+    load,
     month_end,
 )
 
@@ -38,14 +39,6 @@ POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 BASE = "https://samplan.se/fhir"
 
 
-async def load(services: Services, world: World) -> None:
-    """The world in one transaction, through the service's own create (checks, index rows)."""
-    async with services.repo.transaction() as tx:
-        for resource in world.resources():
-            checked = validate_resource(resource)
-            await services.fhir.create_in(tx, checked, resource_id=resource["id"])
-
-
 @pytest.fixture
 async def world(services: Services) -> World:
     generated = generate()
@@ -58,18 +51,6 @@ async def evaluate(client: httpx.AsyncClient, measure: str, **params: str) -> di
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def counts(report: dict[str, Any]) -> list[tuple[str, int, int, int]]:
-    """(group, initial population, denominator, numerator) of each group, in order."""
-    found = []
-    for group in report["group"]:
-        by_code = {p["code"]["coding"][0]["code"]: p["count"] for p in group["population"]}
-        coding = group["code"]["coding"][0]
-        key = "" if coding["system"].startswith(f"{BASE}/Measure/") else coding["code"]
-        found.append((key, by_code["initial-population"], by_code["denominator"],
-                      by_code["numerator"]))
-    return found
 
 
 class TestEveryMeasureCountsTheKnownAnswer:

@@ -18,7 +18,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from samplan.api.deps import Services
 
 HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
 KV = "urn:oid:1.2.752.129.5.1.69"
@@ -313,3 +316,40 @@ def reached_by_unit_a(world: World) -> set[str]:
 
 def month_end(month: int) -> str:
     return (date(YEAR + month // 12, month % 12 + 1, 1) - timedelta(days=1)).isoformat()
+
+
+async def load(services: Services, world: World) -> None:
+    """The world in one transaction, through the service's own create (checks, index rows)."""
+    from samplan.fhir.resource import validate_resource
+
+    async with services.repo.transaction() as tx:
+        for resource in world.resources():
+            checked = validate_resource(resource)
+            await services.fhir.create_in(tx, checked, resource_id=resource["id"])
+
+
+def proxy_grant(patient: str, related_person: str) -> dict[str, Any]:
+    """The patient's grant letting a relative act for them (a permit Consent)."""
+    return {
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
+                                 "code": "AGNT"}]},
+            "reference": {"reference": f"RelatedPerson/{related_person}"}}]},
+    }
+
+
+def counts(report: dict[str, Any]) -> list[tuple[str, int, int, int]]:
+    """(group, initial population, denominator, numerator) of each group of a MeasureReport."""
+    found = []
+    for group in report["group"]:
+        by_code = {p["code"]["coding"][0]["code"]: p["count"] for p in group["population"]}
+        coding = group["code"]["coding"][0]
+        key = "" if "/Measure/" in coding["system"] else coding["code"]
+        found.append((key, by_code["initial-population"], by_code["denominator"],
+                      by_code["numerator"]))
+    return found
