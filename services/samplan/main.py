@@ -23,6 +23,7 @@ from samplan.api.answers import router as answers_router
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
 from samplan.api.fhir import router as fhir_router
+from samplan.api.indicators_page import router as indicators_page_router
 from samplan.api.measures import router as measures_router
 from samplan.api.operations import router as operations_router
 from samplan.api.patient import router as patient_router
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement
     app.include_router(measures_router)  # follow-up (issue 16): Measure/{id}/$evaluate-measure
     app.include_router(answers_router)  # and POST QuestionnaireResponse (the seven questions)
+    app.include_router(indicators_page_router)  # /portal/indicators and its CSV
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

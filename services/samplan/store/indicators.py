@@ -26,11 +26,10 @@ patient shared by two units counts in both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -51,7 +50,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from samplan.fhir.identifiers import HSA_SYSTEM
 from samplan.followup import codes
 from samplan.store.access import ENDED_CARE_TEAM_STATUSES, care_team_reaches
 from samplan.store.tables import idx_date, idx_reference, idx_token, resources
@@ -89,15 +87,6 @@ class Tally:
     initial: int
     denominator: int
     numerator: int
-
-
-@dataclass(frozen=True, slots=True)
-class UnitLabel:
-    """How a care unit is shown: its name and HSA-id (from the Organization)."""
-
-    id: str
-    name: str
-    hsa_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,25 +173,6 @@ class IndicatorQueries:
                 r.target_type == "Organization", r.target_id.in_(sorted(found)))
             role_ids = frozenset(row[0] for row in await conn.execute(roles))
         return Subject(frozenset(found), role_ids)
-
-    async def unit_labels(self, organisation_ids: Collection[str]) -> dict[str, UnitLabel]:
-        """Name and HSA-id of each unit counted (a few dozen Organizations, read whole)."""
-        if not organisation_ids:
-            return {}
-        c = resources.c
-        stmt = select(c.resource_id, c.content).where(
-            c.resource_type == "Organization", c.resource_id.in_(sorted(organisation_ids)),
-            c.deleted == false())
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        labels: dict[str, UnitLabel] = {}
-        for row in rows:
-            body = orjson.loads(row.content) if row.content else {}
-            hsa = next((i.get("value") for i in body.get("identifier") or []
-                        if isinstance(i, dict) and i.get("system") == HSA_SYSTEM), None)
-            labels[row.resource_id] = UnitLabel(row.resource_id,
-                                                str(body.get("name") or row.resource_id), hsa)
-        return labels
 
 
 # -- the measurement periods ---------------------------------------------------------------
