@@ -353,3 +353,51 @@ def counts(report: dict[str, Any]) -> list[tuple[str, int, int, int]]:
         found.append((key, by_code["initial-population"], by_code["denominator"],
                       by_code["numerator"]))
     return found
+
+
+def showcase(seed: int = 2026, count: int = 120) -> World:
+    """A year in which the reform takes hold: for the page's pictures (and its browser test).
+
+    Monthly RUB levels; agreements signed month after month (with a named GP more
+    often as the year goes on), SIPs for a part of the RUB 5 patients, booked
+    times, and answers to the seven questions that turn more to "yes" over the
+    year, from patients and from each unit's staff.
+    """
+    rng = random.Random(seed)
+    patients = []
+    for i in range(count):
+        unit = "AABBC"[i % 5]
+        p = Patient(f"s{i:03d}", unit, via_role=unit == "B" and i % 3 == 0)
+        base = rng.choice((3, 4, 4, 5, 5, 5))
+        for month in range(1, 13):
+            level = max(0, min(5, base + (rng.random() < 0.1) * rng.choice((-1, 1))))
+            p.rubs.append((day(month, rng.randint(2, 6)), level, "final"))
+        signed = rng.choice((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 13))
+        if signed <= 12:
+            p.agreement = (day(signed, 1), None, "active")
+            late = signed / 12
+            p.roles = tuple(r for r, chance in (("1", 0.6 + 0.3 * late), ("2", 0.5 + 0.4 * late),
+                                                ("3", 0.4)) if rng.random() < chance)
+            if base == 5 and rng.random() < 0.5:
+                p.sip = (day(min(12, signed + rng.randint(0, 2)), 10), None, "active",
+                         rng.choice(("ours", "inera", "agreement")))
+            stop = min(13, signed + 1 + rng.randint(1, 12))
+            for month in range(signed + 1, stop, rng.choice((1, 2, 2, 3))):
+                p.visits.append((day(month, rng.randint(1, 28)),
+                                 "fulfilled" if month < 12 else "booked"))
+            if rng.random() < 0.6:
+                p.visits.append((f"{YEAR + 1}-0{rng.randint(1, 3)}-{rng.randint(10, 28)}",
+                                 "booked"))
+        for month in sorted(rng.sample(range(1, 13), rng.randint(0, 2))):
+            yes = 0.35 + 0.5 * month / 12 + (0.1 if p.agreement else 0)
+            p.answers.append((day(month, rng.randint(1, 28)),
+                              {q: rng.random() < yes for q in QUESTIONS if rng.random() < 0.95}))
+        patients.append(p)
+    staff = []
+    for month in range(1, 13):
+        for unit in "ABC":
+            for _ in range(rng.randint(1, 3)):
+                yes = 0.3 + 0.45 * month / 12
+                staff.append(StaffAnswer(unit, day(month, rng.randint(1, 28)),
+                                         {q: rng.random() < yes for q in QUESTIONS}))
+    return World(patients, staff)

@@ -58,7 +58,8 @@ def percent(share: float) -> str:
 
 def _svg(width: int, height: int, chart_id: str, title: str, desc: str, body: list[str]) -> Markup:
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-            f'width="100%" role="img" aria-labelledby="{chart_id}-t {chart_id}-d" {FONT} '
+            f'width="100%" role="img" aria-labelledby="{chart_id}-t" '
+            f'aria-describedby="{chart_id}-d" {FONT} '
             f'font-size="14" class="chart">'
             f'<title id="{chart_id}-t">{escape(title)}</title>'
             f'<desc id="{chart_id}-d">{escape(desc)}</desc>')
@@ -140,7 +141,7 @@ def bar_chart(chart_id: str, title: str, points: Sequence[Point]) -> Markup:
 def paired_bars(chart_id: str, title: str, pairs: Sequence[tuple[str, Point, Point]],
                 names: tuple[str, str] = ("Patienter", "Medarbetare")) -> Markup:
     """Two bars per question (patients' and staff's share of "yes"), question by question."""
-    left, top, group_w, bar_w, plot_h, bottom = 52, 40, 84, 30, 180, 40
+    left, top, group_w, bar_w, plot_h, bottom = 58, 40, 84, 30, 180, 40
     width = left + group_w * max(len(pairs), 1) + 16
     height = top + plot_h + bottom
     body = _y_axis(left, top, group_w * len(pairs), plot_h)
