@@ -99,7 +99,9 @@ async def _counts(
     return await count_indicators(
         access_control(services), principal, indicator_queries(services),
         IndicatorRequest(measures=tuple(m.id for m in measures.MEASURES), windows=tuple(windows),
-                         subject=unit, by_unit=True,
+                         subject=unit,
+                         # the page: units over the whole span; the file: unit by month
+                         by_unit=(len(span),) if whole else tuple(range(len(span))),
                          query=f"{request.url.path}?{urlencode(asked)}"),
         seven=follow_up(services).questions, now=now_us(), client_ip=client_address(request),
     )

@@ -30,7 +30,7 @@ counted for every caller who may count (narrowed by ``subject`` only).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, false
@@ -56,14 +56,15 @@ class IndicatorRequest:
     """What is asked: measures (ids of ``followup.codes.MEASURE_IDS``), periods, and how.
 
     ``subject``: an Organization id, to count only that unit's (or provider's) patients.
-    ``by_unit``: besides the totals, one tally per care unit. ``query``: the request as
+    ``by_unit``: the windows (indexes into ``windows``) for which, besides the totals, one
+    tally per care unit is wanted (it costs a row per unit). ``query``: the request as
     the access log should show it (``Measure/rub5-med-sip/$evaluate-measure?...``).
     """
 
     measures: tuple[str, ...]
     windows: tuple[Window, ...]
     subject: str | None = None
-    by_unit: bool = False
+    by_unit: tuple[int, ...] = ()
     query: str = ""
 
 
@@ -80,7 +81,7 @@ async def count_indicators(
     """Count ``request``'s measures over the patients ``principal`` reaches, and log it.
 
     Gives each measure's tallies: one per period and group for all patients counted
-    (``unit`` None), and with ``by_unit`` one per period, group and care unit besides.
+    (``unit`` None), and one per period of ``by_unit``, group and care unit besides.
 
     Raises 403 for patients, relatives and callers without ``read`` on Measure, and
     422 (at ``subject``) for a subject Organization that does not exist.
@@ -101,9 +102,10 @@ async def count_indicators(
         tallies = await queries.tally(measure_id, request.windows, restrict=restrict, now=now,
                                       subject=subject, questions=links)
         if request.by_unit:
-            tallies += await queries.tally(measure_id, request.windows, restrict=restrict,
-                                           now=now, subject=subject, questions=links,
-                                           by_unit=True)
+            chosen = [request.windows[i] for i in request.by_unit]
+            per_unit = await queries.tally(measure_id, chosen, restrict=restrict, now=now,
+                                           subject=subject, questions=links, by_unit=True)
+            tallies += [replace(t, window=request.by_unit[t.window]) for t in per_unit]
         found[measure_id] = tallies
     await control.log([_record(principal, request, client_ip)])
     return found

@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from samplan.fhir.dates import MAX_US, MIN_US
 from samplan.followup import codes
 from samplan.store.access import ENDED_CARE_TEAM_STATUSES, care_team_reaches
 from samplan.store.tables import idx_date, idx_reference, idx_token, resources
@@ -217,59 +218,63 @@ def _unit_filter(subject: Subject | None) -> PatientFilter:
     return conditions
 
 
-# -- the criteria, each an EXISTS correlated to one patient in one period --------------------
+# -- the criteria, each a set joined by patient (hash joins over index rows, not probes) ----
 
 
-def _plan_in_period(
-    patient: ColumnElement[Any], win: Subquery, codings: Sequence[tuple[str, str]],
-    *, role: str | None = None,
-) -> ColumnElement[bool]:
-    """The patient has a CarePlan with one of ``codings`` as category, counted status, and a
-    period overlapping the window (or none); with ``role``, one whose CareTeam (not
-    ended) has a participant of that KV role."""
-    who = idx_reference.alias("plan_patient")
+def _plans(codings: Sequence[tuple[str, str]], allowed: PatientFilter | None = None) -> Subquery:
+    """``(plan, patient, low, high)``: CarePlans with one of ``codings`` as category and a
+    counted status, with their period (none: from the first to the last moment)."""
     cat = idx_token.alias("plan_category")
     status = idx_token.alias("plan_status")
+    who = idx_reference.alias("plan_patient")
     period = idx_date.alias("plan_period")
-    # a CarePlan has at most one period: none, or one overlapping the window (the window's
-    # bounds stay in this SELECT, so that they correlate to the row asking)
-    stmt = (
-        select(who.c.resource_id)
-        .join(cat, and_(cat.c.resource_type == _PLAN, cat.c.resource_id == who.c.resource_id,
-                        cat.c.param == "category",
-                        or_(*(and_(cat.c.system == s, cat.c.code == c) for s, c in codings))))
+    return (
+        select(cat.c.resource_id.label("plan"), who.c.target_id.label("patient"),
+               func.coalesce(period.c.low, literal(MIN_US, BigInteger)).label("low"),
+               func.coalesce(period.c.high, literal(MAX_US, BigInteger)).label("high"))
+        .select_from(cat)
         .join(status, and_(status.c.resource_type == _PLAN,
-                           status.c.resource_id == who.c.resource_id, status.c.param == "status",
+                           status.c.resource_id == cat.c.resource_id, status.c.param == "status",
                            status.c.code.in_(codes.COUNTED_PLAN_STATUSES)))
+        .join(who, and_(who.c.resource_type == _PLAN, who.c.resource_id == cat.c.resource_id,
+                        who.c.param == "patient", who.c.target_type == "Patient"))
         .outerjoin(period, and_(period.c.resource_type == _PLAN,
-                                period.c.resource_id == who.c.resource_id,
+                                period.c.resource_id == cat.c.resource_id,
                                 period.c.param == "date"))
-        .where(who.c.resource_type == _PLAN, who.c.param == "patient",
-               who.c.target_type == "Patient", who.c.target_id == patient,
-               or_(period.c.resource_id.is_(None),
-                   and_(period.c.low <= win.c.high, period.c.high >= win.c.low)))
-    )
-    if role is not None:
-        team = idx_reference.alias("plan_team")
-        kind = idx_token.alias("team_role")
-        ended = idx_token.alias("team_ended")
-        over = select(ended.c.resource_id).where(
-            ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.target_id,
-            ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
-        stmt = (
-            stmt.join(team, and_(team.c.resource_type == _PLAN,
-                                 team.c.resource_id == who.c.resource_id,
-                                 team.c.param == "care-team", team.c.target_type == _TEAM))
-            .join(kind, and_(kind.c.resource_type == _TEAM, kind.c.resource_id == team.c.target_id,
-                             kind.c.param == "participant-role",
-                             kind.c.system == codes.KV_SYSTEM, kind.c.code == role))
-            .where(~over)
-        )
-    return stmt.exists()
+        .where(cat.c.resource_type == _PLAN, cat.c.param == "category",
+               or_(*(and_(cat.c.system == sys, cat.c.code == code) for sys, code in codings)),
+               *(allowed(who.c.target_id) if allowed else ()))
+        .distinct()
+    ).subquery()
 
 
-def _booked_after(patient: ColumnElement[Any], win: Subquery) -> ColumnElement[bool]:
-    """The patient takes part in a booked Appointment starting after the window's ``ahead``."""
+def _in_force(plans: Subquery, win: Subquery) -> Select[Any]:
+    """``(n, ahead, patient, plan)``: each plan in each window its period overlaps."""
+    return select(win.c.n, win.c.ahead, plans.c.patient, plans.c.plan).select_from(plans).join(
+        win, and_(plans.c.low <= win.c.high, plans.c.high >= win.c.low))
+
+
+def _has_role(plan: ColumnElement[Any], role: str) -> ColumnElement[bool]:
+    """The CarePlan in ``plan`` has a CareTeam (not ended) with a participant of this KV
+    role: a few index lookups for the plan at hand."""
+    team = idx_reference.alias("plan_team")
+    kind = idx_token.alias("team_role")
+    ended = idx_token.alias("team_ended")
+    over = select(ended.c.resource_id).where(
+        ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.target_id,
+        ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
+    return (
+        select(team.c.resource_id)
+        .join(kind, and_(kind.c.resource_type == _TEAM, kind.c.resource_id == team.c.target_id,
+                         kind.c.param == "participant-role", kind.c.system == codes.KV_SYSTEM,
+                         kind.c.code == role))
+        .where(team.c.resource_type == _PLAN, team.c.resource_id == plan,
+               team.c.param == "care-team", team.c.target_type == _TEAM, ~over)
+    ).exists()
+
+
+def _booked_after(patient: ColumnElement[Any], ahead: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The patient takes part in a booked Appointment starting after ``ahead``."""
     who = idx_reference.alias("visit_patient")
     status = idx_token.alias("visit_status")
     start = idx_date.alias("visit_start")
@@ -280,10 +285,44 @@ def _booked_after(patient: ColumnElement[Any], win: Subquery) -> ColumnElement[b
                            status.c.code.in_(codes.COUNTED_APPOINTMENT_STATUSES)))
         .join(start, and_(start.c.resource_type == "Appointment",
                           start.c.resource_id == who.c.resource_id, start.c.param == "date",
-                          start.c.low > win.c.ahead))
+                          start.c.low > ahead))
         .where(who.c.resource_type == "Appointment", who.c.param == "patient",
                who.c.target_type == "Patient", who.c.target_id == patient)
     ).exists()
+
+
+def _plan_in_period(
+    patient: ColumnElement[Any], low: ColumnElement[Any], high: ColumnElement[Any],
+    codings: Sequence[tuple[str, str]], *, role: str | None = None,
+) -> ColumnElement[bool]:
+    """The patient has a CarePlan with one of ``codings``, a counted status and a period
+    overlapping ``low``..``high`` (or none); with ``role``, one whose CareTeam has that role."""
+    who = idx_reference.alias("plan_patient")
+    cat = idx_token.alias("plan_category")
+    status = idx_token.alias("plan_status")
+    period = idx_date.alias("plan_period")
+    # a CarePlan has at most one period; the window's bounds stay in this SELECT, so that
+    # they correlate to the row asking
+    stmt = (
+        select(who.c.resource_id)
+        .join(cat, and_(cat.c.resource_type == _PLAN, cat.c.resource_id == who.c.resource_id,
+                        cat.c.param == "category",
+                        or_(*(and_(cat.c.system == sys, cat.c.code == code)
+                              for sys, code in codings))))
+        .join(status, and_(status.c.resource_type == _PLAN,
+                           status.c.resource_id == who.c.resource_id, status.c.param == "status",
+                           status.c.code.in_(codes.COUNTED_PLAN_STATUSES)))
+        .outerjoin(period, and_(period.c.resource_type == _PLAN,
+                                period.c.resource_id == who.c.resource_id,
+                                period.c.param == "date"))
+        .where(who.c.resource_type == _PLAN, who.c.param == "patient",
+               who.c.target_type == "Patient", who.c.target_id == patient,
+               or_(period.c.resource_id.is_(None),
+                   and_(period.c.low <= high, period.c.high >= low)))
+    )
+    if role is not None:
+        stmt = stmt.where(_has_role(who.c.resource_id, role))
+    return stmt.exists()
 
 
 # -- the populations ------------------------------------------------------------------------
@@ -328,50 +367,36 @@ def _rub_rows(measure: str, win: Subquery, allowed: PatientFilter) -> Select[Any
                *allowed(who.c.target_id))
     ).subquery("rub_ranked")
     rub = select(ranked).where(ranked.c.latest == 1).subquery("rub")
-    base = select(rub.c.n, rub.c.patient, rub.c.level, win.c.low, win.c.high, win.c.ahead).join(
-        win, win.c.n == rub.c.n).subquery("rub_in_period")
-    levels = _RUB_MEASURES[measure]
-    in_denominator = base.c.level.in_(levels)
+    base = (select(rub.c.n, rub.c.patient, rub.c.level, win.c.low, win.c.high)
+            .join(win, win.c.n == rub.c.n)).subquery("rub_in_period")
+    bounds = (base.c.patient, base.c.low, base.c.high)
     if measure == codes.RUB5_UTAN_FAST_LAKARKONTAKT:
-        met = ~_plan_in_period(base.c.patient, base, (codes.AGREEMENT,),
-                               role=codes.FAST_LAKARKONTAKT)
+        met = ~_plan_in_period(*bounds, (codes.AGREEMENT,), role=codes.FAST_LAKARKONTAKT)
     elif measure == codes.RUB5_MED_SIP:
-        met = _plan_in_period(base.c.patient, base, codes.SIP_CODINGS)
+        met = _plan_in_period(*bounds, codes.SIP_CODINGS)
     else:
-        met = _plan_in_period(base.c.patient, base, (codes.AGREEMENT,))
+        met = _plan_in_period(*bounds, (codes.AGREEMENT,))
+    in_denominator = base.c.level.in_(_RUB_MEASURES[measure])
     return select(
         base.c.n, literal("", String).label("grp"), base.c.patient.label("who"),
-        case((in_denominator, 1), else_=0).label("den"),
+        base.c.patient.label("key"), case((in_denominator, 1), else_=0).label("den"),
         case((~in_denominator, 0), (met, 1), else_=0).label("num"),
     )
 
 
 def _agreement_rows(measure: str, win: Subquery, allowed: PatientFilter) -> Select[Any]:
     """One row per (period, patient with an agreement in force in it)."""
-    who = idx_reference.alias("agreement_patient")
-    cat = idx_token.alias("agreement_category")
-    patients = (
-        select(who.c.target_id.label("patient"))
-        .join(cat, and_(cat.c.resource_type == _PLAN, cat.c.resource_id == who.c.resource_id,
-                        cat.c.param == "category", cat.c.system == codes.AGREEMENT[0],
-                        cat.c.code == codes.AGREEMENT[1]))
-        .where(who.c.resource_type == _PLAN, who.c.param == "patient",
-               who.c.target_type == "Patient", *allowed(who.c.target_id))
-        .distinct()
-    ).subquery("with_agreement")
-    pairs = (
-        select(win.c.n, win.c.low, win.c.high, win.c.ahead, patients.c.patient)
-        .select_from(patients).join(win, true())
-    ).subquery("patient_period")
-    base = select(pairs).where(
-        _plan_in_period(pairs.c.patient, pairs, (codes.AGREEMENT,))).subquery("in_agreement")
+    force = _in_force(_plans((codes.AGREEMENT,), allowed), win).subquery("in_force")
     if measure == codes.OVERENSKOMMELSE_MED_NASTA_TID:
-        met = _booked_after(base.c.patient, base)
+        met = _booked_after(force.c.patient, force.c.ahead)
     else:
-        met = _plan_in_period(base.c.patient, base, (codes.AGREEMENT,),
-                              role=codes.FAST_VARDKONTAKT)
-    return select(base.c.n, literal("", String).label("grp"), base.c.patient.label("who"),
-                  literal(1, Integer).label("den"), case((met, 1), else_=0).label("num"))
+        met = _has_role(force.c.plan, codes.FAST_VARDKONTAKT)
+    return (
+        select(force.c.n, literal("", String).label("grp"), force.c.patient.label("who"),
+               force.c.patient.label("key"), literal(1, Integer).label("den"),
+               func.max(case((met, 1), else_=0)).label("num"))
+        .group_by(force.c.n, force.c.patient)
+    )
 
 
 def _answer_rows(
@@ -404,25 +429,26 @@ def _answer_rows(
     items = [select(literal(link, String).label("item")) for link in questions]
     item = (union_all(*items) if len(items) > 1 else items[0]).subquery("questions")
     answer = idx_token.alias("answer")
-
-    def answered(*more: ColumnElement[bool]) -> ColumnElement[bool]:
-        return select(answer.c.resource_id).where(
-            answer.c.resource_type == _QR, answer.c.resource_id == responses.c.response,
-            answer.c.param == codes.ANSWER_PARAM, answer.c.system == item.c.item, *more,
-        ).exists()
-
-    return select(
-        responses.c.n, item.c.item.label("grp"), responses.c.who,
-        case((answered(), 1), else_=0).label("den"),
-        case((answered(answer.c.code == "true"), 1), else_=0).label("num"),
-    ).select_from(responses).join(item, true())
+    answers = select(answer.c.resource_id, answer.c.system, answer.c.code).where(
+        answer.c.resource_type == _QR, answer.c.param == codes.ANSWER_PARAM).subquery("answers")
+    return (
+        select(responses.c.n, item.c.item.label("grp"), responses.c.who,
+               responses.c.response.label("key"),
+               func.max(case((answers.c.resource_id.is_not(None), 1), else_=0)).label("den"),
+               func.max(case((answers.c.code == "true", 1), else_=0)).label("num"))
+        .select_from(responses.join(item, true()).outerjoin(answers, and_(
+            answers.c.resource_id == responses.c.response, answers.c.system == item.c.item)))
+        .group_by(responses.c.n, responses.c.response, item.c.item, responses.c.who)
+    )
 
 
 # -- counting ------------------------------------------------------------------------------
 
 
-def _units_of_patients() -> Subquery:
-    """(patient, unit): every Organization a not-ended CareTeam of the patient names."""
+def _with_units(rows: Subquery) -> Subquery:
+    """The rows once per unit of their patient: every Organization a not-ended CareTeam of
+    the patient names, directly or through a PractitionerRole (index lookups from the
+    patient; ``UNION`` so that a unit named both ways counts the row once)."""
     team = idx_reference.alias("unit_team")
     member = idx_reference.alias("unit_member")
     role = idx_reference.alias("unit_role_org")
@@ -430,18 +456,21 @@ def _units_of_patients() -> Subquery:
     alive = ~select(ended.c.resource_id).where(
         ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.resource_id,
         ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
-    of_team = (team.c.resource_type == _TEAM, team.c.param == "patient",
-               team.c.target_type == "Patient", alive)
+    of_patient = and_(team.c.resource_type == _TEAM, team.c.param == "patient",
+                      team.c.target_type == "Patient", team.c.target_id == rows.c.who)
+    columns = (rows.c.n, rows.c.grp, rows.c.key, rows.c.den, rows.c.num)
     direct = (
-        select(team.c.target_id.label("patient"), member.c.target_id.label("unit"))
+        select(*columns, member.c.target_id.label("unit")).select_from(rows)
+        .join(team, of_patient)
         .join(member, and_(member.c.resource_type == _TEAM,
                            member.c.resource_id == team.c.resource_id,
                            member.c.param.in_(("participant", "organization")),
                            member.c.target_type == "Organization"))
-        .where(*of_team)
+        .where(alive)
     )
     through_role = (
-        select(team.c.target_id.label("patient"), role.c.target_id.label("unit"))
+        select(*columns, role.c.target_id.label("unit")).select_from(rows)
+        .join(team, of_patient)
         .join(member, and_(member.c.resource_type == _TEAM,
                            member.c.resource_id == team.c.resource_id,
                            member.c.param == "participant",
@@ -449,25 +478,23 @@ def _units_of_patients() -> Subquery:
         .join(role, and_(role.c.resource_type == "PractitionerRole",
                          role.c.resource_id == member.c.target_id,
                          role.c.param == "organization", role.c.target_type == "Organization"))
-        .where(*of_team)
+        .where(alive)
     )
-    return union(direct, through_role).subquery("unit_of")
+    return union(direct, through_role).subquery("per_unit")
 
 
 def _count(rows: Subquery, *, by_unit: bool, answers_by_unit: bool) -> Select[Any]:
     """Initial population (rows), denominator and numerator (sums), per period and group,
     and per unit when ``by_unit`` (``answers_by_unit``: the rows' ``who`` is the unit)."""
+    if by_unit and not answers_by_unit:
+        rows = _with_units(rows)
+        unit: ColumnElement[Any] = rows.c.unit
+    elif by_unit:
+        unit = rows.c.who
+    else:
+        unit = literal(None, String)
     counts = (func.count().label("initial"), func.sum(rows.c.den).label("den"),
               func.sum(rows.c.num).label("num"))
-    if not by_unit:
-        return (select(rows.c.n, rows.c.grp, literal(None, String).label("unit"), *counts)
-                .group_by(rows.c.n, rows.c.grp).order_by(rows.c.n, rows.c.grp))
-    if answers_by_unit:
-        unit = rows.c.who
-        stmt = select(rows.c.n, rows.c.grp, unit.label("unit"), *counts)
-    else:
-        units = _units_of_patients()
-        unit = units.c.unit
-        stmt = (select(rows.c.n, rows.c.grp, unit.label("unit"), *counts)
-                .join(units, units.c.patient == rows.c.who))
-    return stmt.group_by(rows.c.n, rows.c.grp, unit).order_by(rows.c.n, rows.c.grp, unit)
+    keys = (rows.c.n, rows.c.grp, *((unit,) if by_unit else ()))
+    return (select(rows.c.n, rows.c.grp, unit.label("unit"), *counts)
+            .group_by(*keys).order_by(*keys))
