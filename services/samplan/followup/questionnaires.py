@@ -40,7 +40,6 @@ VALUE_OF_TYPE: Final[Mapping[str, str]] = {
     "reference": "valueReference",
     "quantity": "valueQuantity",
 }
-_ANSWERS: Final = {"true": "ja", "false": "nej"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,3 @@ def _all_items(items: list[Any]) -> Iterable[dict[str, Any]]:
                 if isinstance(answer, dict):
                     yield from _all_items(answer.get("item") or [])
 
-
-def answer_word(code: str) -> str:
-    """``true`` -> ``ja``: how the page says an answer."""
-    return _ANSWERS.get(code, code)

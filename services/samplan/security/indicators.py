@@ -29,7 +29,6 @@ counted for every caller who may count (narrowed by ``subject`` only).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -154,7 +153,3 @@ def _record(principal: Principal, request: IndicatorRequest, client_ip: str | No
         query=request.query or None, client_ip=client_ip,
     )
 
-
-def windows_of(periods: Sequence[tuple[int, int]]) -> tuple[Window, ...]:
-    """Store windows from ``(low, high)`` pairs (``followup.periods.Period`` bounds)."""
-    return tuple(Window(low, high) for low, high in periods)
