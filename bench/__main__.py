@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench import client, load, report, servers
+from bench import client, indicators, load, report, servers
 from bench.scenarios import CEILING, MODES, SCENARIOS, Sample, Scenario, server_features
 
 DEFAULT_PATIENTS = 10_000
@@ -120,6 +120,14 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
     if not loaded.skipped:
         log(f"{backend}: {loaded.resources:,} resources in {loaded.seconds:.0f} s "
             f"({loaded.resources / loaded.seconds:,.0f}/s)")
+    if any(s.timed for s in args.scenarios):
+        log(f"{backend}: adding the indicators' data (RUB levels, answers)")
+        extra = asyncio.run(indicators.load_data(url, seed=args.seed, data_dir=args.workdir))
+        info["load"][f"{backend} indicators"] = {
+            "resources": extra.resources, "seconds": round(extra.seconds, 1),
+            "skipped": extra.skipped}
+        if not extra.skipped:
+            log(f"{backend}: {extra.resources:,} resources in {extra.seconds:.0f} s")
     ids = asyncio.run(load.sample_ids(url, args.sample, args.seed))
     sample = Sample(ids["careplans"], ids["patients"], args.seed, args.patients)
     if not sample.careplans:
@@ -144,7 +152,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
             plan: list[tuple[str, Scenario]] = []
             compares = {s.compare for s in args.scenarios}
             for s in args.scenarios:
-                if s.latency:
+                if s.latency or s.timed:
                     continue
                 for c in CEILING:  # each ceiling scenario just before its first user
                     if ceiling_origin and c.name in compares and c.name == s.compare \
@@ -164,6 +172,21 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
                 rows.append(measure(origin_of, s, sample, args, backend=backend,
                                     mode=mode.name, target=target,
                                     headers=headers if target == "samplan" else {}))
+            for s in (s for s in args.scenarios if s.timed):
+                missing = s.needs - features
+                if missing:
+                    rows.append(report.Row(
+                        backend, mode.name, "samplan", s.name, s.title, s.compare, "", 0, 0, 0,
+                        float("nan"), float("nan"), float("nan"), float("nan"), 0, 0, {},
+                        skipped=f"server lacks {', '.join(sorted(missing))}"))
+                    continue
+                row = indicators.measure(
+                    origin, headers, passes=indicators.QUICK_PASSES if args.quick
+                    else indicators.PASSES, backend=backend, mode=mode.name, title=s.title,
+                    log=log)
+                log(f"{backend:8} {mode.name:14} indicators: p50 {row.p50_ms / 1000:.2f} s a "
+                    f"pass, slowest {row.max_ms / 1000:.2f} s")
+                rows.append(row)
         for s in latency:
             if mode.auth:
                 rows.append(report.Row(

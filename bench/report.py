@@ -40,6 +40,7 @@ class Row:
     ratio: float | None = None  # rps / the same backend's ceiling rps
     p99_ratio: float | None = None  # p99 / the same backend's ceiling p99
     skipped: str = ""  # why it did not run
+    parts_ms: dict[str, float] = field(default_factory=dict)  # indicators: p50 of each Measure
 
 
 def machine() -> dict[str, Any]:
@@ -185,6 +186,15 @@ def targets(rows: list[Row], patients: int) -> list[dict[str, str]]:
             f"{view.rps:,.0f} vs {read.rps:,.0f} req/s)", times <= 3.0)
     else:
         add("patient view ≤ 3× a read by id", "not measured in this run", None)
+    for r in rows:
+        if r.scenario == "indicators" and not r.skipped:
+            slowest = max(r.parts_ms, key=r.parts_ms.__getitem__) if r.parts_ms else None
+            add(f"all seven indicators over {patients:,} patients ({r.backend}, {r.mode}; "
+                "no target in the issue)",
+                f"p50 {r.p50_ms / 1000:.1f} s a pass of the seven $evaluate-measure, slowest "
+                f"{r.max_ms / 1000:.1f} s"
+                + (f"; slowest Measure {slowest} {r.parts_ms[slowest] / 1000:.1f} s"
+                   if slowest else ""), None)
     for backend in ("sqlite", "postgres"):
         note = _find(rows, backend, "import-note")
         if note:

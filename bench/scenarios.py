@@ -50,6 +50,8 @@ class Scenario:
     # a latency row (notification commit -> receipt at a steady rate), not a load run:
     # its own server with --with-worker, no ratio to a ceiling
     latency: bool = False
+    # a timed row, one request at a time on the mode's server (indicators: bench/indicators.py)
+    timed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,10 @@ def _notify(_: Sample) -> Workload:
     return Workload("notify")  # run by bench/__main__.py: measure_latency, not a load generator
 
 
+def _indicators(_: Sample) -> Workload:
+    return Workload("indicators")  # run by bench/indicators.py: measure, one request at a time
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("read", "read CarePlan by id", "read", _read),
     Scenario("search", "search CarePlan?patient=&_include=CarePlan:care-team", "read", _search),
@@ -125,6 +131,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              _import_note, needs=frozenset({"operation:import-note"})),
     Scenario("notify", f"notification commit -> receipt (ms), {NOTIFY_RATE:g} writes/s",
              "none", _notify, latency=True),
+    Scenario("indicators", "all 7 $evaluate-measure, one year (ms a pass)", "none",
+             _indicators, needs=frozenset({"operation:evaluate-measure"}), timed=True),
 )
 
 # The ceiling app (bench/ceiling.py) implements exactly these two.

@@ -20,6 +20,8 @@ from samplan.api.agreement_fast import AgreementMiddleware
 from samplan.api.deps import Services
 from samplan.api.fast_read import FastReadMiddleware
 from samplan.api.fhir import router as fhir_router
+from samplan.api.indicators_page import router as indicators_page_router
+from samplan.api.measures import router as measures_router
 from samplan.api.operations import router as operations_router
 from samplan.api.paths import TrailingSlashMiddleware
 from samplan.api.patient import router as patient_router
@@ -30,6 +32,7 @@ from samplan.fhir.profiles import ProfileRegistry
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.resource import WRITE_CHECKS
 from samplan.fhir.stored import WriteConflict
+from samplan.followup import install as followup
 from samplan.mapping.questionnaire import questionnaire
 from samplan.mapping.spec import default_mappings
 from samplan.observability.health import readiness
@@ -114,13 +117,16 @@ async def build_services(settings: Settings) -> Services:
         install_write_checks(profiles)
         _advertise_profiles(profiles)
         feature = subscriptions.install(settings, gate)  # before the CapabilityStatement
+        follow_up = followup.install(profiles)  # the seven questions and the Measures (issue 16)
         await _retrying_conflicts(lambda: gate.sync_conformance(
-            [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources()]))
+            [*profiles.conformance_resources(), *questionnaires(), *feature.topics.resources(),
+             *follow_up.measure_resources]))
         capability = orjson.dumps(
             capability_statement(settings.base_url, auth_enabled=settings.auth_enabled,
                                  authorize_url=settings.authorization_endpoint,
                                  token_url=settings.token_endpoint))
-        services = Services(settings, gate, authenticator, http, profiles, feature, capability)
+        services = Services(settings, gate, authenticator, http, profiles, feature, follow_up,
+                            capability)
         await feature.start(http)  # topics stored; in-process worker if --with-worker
     except BaseException:
         await http.aclose()
@@ -176,6 +182,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(subscriptions_router)  # before fhir_router: Subscription/$status
     app.include_router(operations_router)
     app.include_router(patient_router)  # before fhir_router: Patient/{id}/$agreement
+    app.include_router(measures_router)  # follow-up (issue 16): Measure/{id}/$evaluate-measure
+    app.include_router(indicators_page_router)  # /portal/indicators and its CSV
     app.include_router(fhir_router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -129,7 +129,12 @@ class TestCodes:
                 f"{BASE}/CodeSystem/careplan-category",
                 "dokumenterad-overenskommelse",
                 "Dokumenterad överenskommelse",
-            )
+            ),
+            Concept(
+                f"{BASE}/CodeSystem/careplan-category",
+                "sip",
+                "Samordnad individuell plan (SIP)",
+            ),
         ]
 
 

@@ -59,6 +59,7 @@ class TestServing:
             "StructureDefinition",
             "CodeSystem",
             "ValueSet",
+            "Questionnaire",  # the seven questions (issue 16), published like the profiles
         }
 
     def test_served_resources_are_copies(self, registry: ProfileRegistry) -> None:

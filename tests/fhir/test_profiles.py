@@ -637,6 +637,7 @@ INVARIANT_CASES: dict[str, tuple[str, Callable[[Json], None], list[str]]] = {
         _set(("author", "identifier", "value"), "2321000073-1001"),
         ["CarePlan.author.identifier.value"],
     ),
+    "samplan-rub-1": ("Observation-rub-greta.json", _set(("valueInteger",), 6), ["Observation"]),
 }
 
 

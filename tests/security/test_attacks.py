@@ -409,3 +409,86 @@ class TestFinding11AuditGaps:
         entries = everything[: len(everything) - before]
         outcomes = sorted((e["subtype"][0]["code"], e["outcome"]) for e in entries)
         assert outcomes == [("read", "4"), ("search-type", "0"), ("search-type", "4")]
+
+
+class TestFollowUpDoors:
+    """Issue 16's doors: the seven questions' answers and the indicators' counts."""
+
+    PERIOD = "periodStart=2026-01-01&periodEnd=2026-12-31"
+
+    @staticmethod
+    def answer(subject: str, questionnaire: str = "sju-fragor-patient") -> dict[str, Any]:
+        return {"resourceType": "QuestionnaireResponse", "status": "completed",
+                "questionnaire": f"https://samplan.se/fhir/Questionnaire/{questionnaire}",
+                "subject": {"reference": subject}, "authored": "2026-11-30T09:00:00+01:00",
+                "item": [{"linkId": str(q), "answer": [{"valueBoolean": True}]}
+                         for q in range(1, 8)]}
+
+    async def test_a_patient_may_not_count_other_patients_on_any_door(
+        self, http: httpx.AsyncClient, server: str, world: World, mint: Mint,
+        secure_services: Services,
+    ) -> None:
+        del world  # there are patients to count
+        greta = bearer(patient_token(mint))
+        root = server.rsplit("/fhir", 1)[0]
+        answers = [
+            await http.get(f"/Measure/sju-fragor-patient/$evaluate-measure?{self.PERIOD}",
+                           headers=greta),
+            await http.get(f"{root}/portal/indicators", headers=greta),
+            await http.get(f"{root}/portal/indicators.csv", headers=greta),
+        ]
+        assert [a.status_code for a in answers] == [403, 403, 403]
+        assert all("Indicator" not in a.text or "not for a patient" in a.text
+                   for a in answers)
+        refused, _ = await audit_store.search(secure_services.gate.engine,
+                                              audit_store.AuditSearch(outcomes=("4",)))
+        assert sum(1 for r in refused if b"Measure" in r.content) == 3  # each door logs
+
+    async def test_a_patient_answers_only_about_themselves(
+        self, http: httpx.AsyncClient, world: World, mint: Mint, secure_services: Services,
+    ) -> None:
+        greta = bearer(patient_token(mint))
+
+        about_olle = await http.post("/QuestionnaireResponse", headers=greta,
+                                     json=self.answer(f"Patient/{world.olle}"))
+        in_a_bundle = await post_bundle(http, greta, {
+            "resourceType": "Bundle", "type": "transaction", "entry": [{
+                "resource": self.answer(f"Patient/{world.olle}"),
+                "request": {"method": "POST", "url": "QuestionnaireResponse"}}]})
+        about_herself = await http.post("/QuestionnaireResponse", headers=greta,
+                                        json=self.answer(f"Patient/{world.greta}"))
+
+        assert (about_olle.status_code, in_a_bundle.status_code) == (403, 403)
+        assert about_herself.status_code == 201, about_herself.text
+        _, stored = await secure_services.gate.as_service().search("QuestionnaireResponse", [])
+        assert [s.resource_id for s in stored.matches] == [about_herself.json()["id"]]
+
+    async def test_staff_answer_only_about_their_own_unit(
+        self, http: httpx.AsyncClient, world: World, mint: Mint,
+    ) -> None:
+        response = await http.post(
+            "/QuestionnaireResponse", headers=bearer(staff_out(mint)),
+            json=self.answer(f"Organization/{world.unit_in}", "sju-fragor-personal"))
+
+        assert response.status_code == 403
+
+    async def test_counts_include_only_the_patients_the_caller_reaches(
+        self, http: httpx.AsyncClient, world: World, mint: Mint,
+    ) -> None:
+        created = await http.post("/QuestionnaireResponse", headers=bearer(patient_token(mint)),
+                                  json=self.answer(f"Patient/{world.greta}"))
+        assert created.status_code == 201
+        url = f"/Measure/sju-fragor-patient/$evaluate-measure?{self.PERIOD}"
+
+        def answered(report: dict[str, Any]) -> int:
+            return sum(p["count"] for g in report["group"] for p in g["population"]
+                       if p["code"]["coding"][0]["code"] == "initial-population")
+
+        inside = await http.get(url, headers=bearer(staff_in(mint)))
+        outside = await http.get(url, headers=bearer(staff_out(mint)))
+        told = await http.get(f"{url}&subject=Organization/{world.unit_in}",
+                              headers=bearer(staff_out(mint)))
+
+        assert (inside.status_code, outside.status_code, told.status_code) == (200, 200, 200)
+        assert answered(inside.json()) == 7  # Greta's seven answers
+        assert answered(outside.json()) == answered(told.json()) == 0

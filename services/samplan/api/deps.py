@@ -17,6 +17,7 @@ from starlette.types import Scope
 from samplan.agreement.coauthoring import ContributionCheck
 from samplan.api.base_url import BaseUrlResolver
 from samplan.fhir.profiles import ProfileRegistry
+from samplan.followup.install import FollowUp
 from samplan.security.authn import Authenticator
 from samplan.security.gate import Access, Gate
 from samplan.security.principal import Principal
@@ -32,6 +33,7 @@ class Services:
     http: httpx.AsyncClient
     profiles: ProfileRegistry
     subscriptions: SubscriptionFeature
+    followup: FollowUp
     capability: bytes = b""
     co_creation_check: ContributionCheck | None = None
     """Replaces the default rule of who may add to a patient's plan (tests, policy)."""

@@ -1,9 +1,9 @@
-"""Our conformance resources (profiles, code systems, value sets, questionnaires), served.
+"""Our conformance resources (profiles, code systems, value sets, questionnaires, measures), served.
 
 They live as JSON files in ``fhir_profiles/`` (and Questionnaires generated
-from ``mappings/``); at start the server stores each one that is new or
-changed, so they are read and searched like any other resource, with history.
-Clients may read them, never write them.
+from ``mappings/``, Measures defined in ``samplan.followup``); at start the
+server stores each one that is new or changed, so they are read and searched
+like any other resource, with history. Clients may read them, never write them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 
 from samplan.fhir.registry import READ_ONLY, ResourceType, SearchParam, register
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
+CONFORMANCE_TYPES = (
+    "StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire", "Measure",
+)
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PROFILES_DIR = _REPO_ROOT / "fhir_profiles"

@@ -72,6 +72,10 @@ def extract(
 ) -> IndexRows:
     rows = IndexRows()
     for param in resource_type.params.values():
+        if param.extractor is not None:
+            for value in param.extractor(resource):
+                _index_value(rows, param, value, tz, base_url)
+            continue
         for path in param.paths:
             for value in values_at(resource, path):
                 _index_value(rows, param, value, tz, base_url)
@@ -112,6 +116,8 @@ def _index_value(
 def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:
     if isinstance(value, bool):
         yield None, "true" if value else "false"
+    elif isinstance(value, int):  # an integer value (Observation.valueInteger: the RUB level)
+        yield None, str(value)
     elif isinstance(value, str):
         yield None, value
     elif isinstance(value, dict):

@@ -10,8 +10,9 @@ dotted element names over the JSON, with lists traversed implicitly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 ParamType = Literal["token", "reference", "date", "string"]
 Interaction = Literal[
@@ -40,6 +41,9 @@ class SearchParam:
     description: str
     targets: tuple[str, ...] = ()  # reference: the types it may point to
     canonical: str = ""
+    # values a dotted path cannot reach (an answer together with its question's linkId):
+    # when set, indexing takes the values from this function instead of ``paths``
+    extractor: Callable[[dict[str, Any]], Iterator[Any]] | None = None
 
     def definition_url(self, resource_type: str) -> str:
         if self.canonical:
@@ -74,6 +78,8 @@ def _p(
 
 
 _IDENTIFIER = _p("identifier", "token", "identifier", desc="A business identifier")
+#: Where the parameters SamPlan defines itself (not in R4) are named.
+_SAMPLAN_PARAMS = "https://samplan.se/fhir/SearchParameter"
 
 _RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType(
@@ -118,6 +124,11 @@ _RESOURCE_TYPES: tuple[ResourceType, ...] = (
                 _p("category", "token", "category", desc="Type of team"),
                 _p("organization", "reference", "managingOrganization",
                    desc="Organization responsible for the care team", targets=("Organization",)),
+                SearchParam("participant-role", "token", ("participant.role",),
+                            "The role of a participant (KV typ av fast kontakt: 1 fast "
+                            "vårdkontakt, 2 fast läkarkontakt, ...), as the follow-up "
+                            "measures count them",
+                            canonical=f"{_SAMPLAN_PARAMS}/CareTeam-participant-role"),
                 _IDENTIFIER,
             )
         },
@@ -285,8 +296,99 @@ CONSENT = ResourceType(
     includes=("patient", "actor"),
 )
 
+
+def _item_answers(response: dict[str, Any]) -> Iterator[Any]:
+    """Each answer of a QuestionnaireResponse as a token ``linkId|value`` (nested items too).
+
+    A boolean answers ``true``/``false``, a Coding its code, a string or integer itself:
+    enough for ``item-answer=5|true`` and for counting "yes" answers per question in SQL.
+    """
+    stack = list(response.get("item") or [])
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, dict):
+            continue
+        link = item.get("linkId")
+        for answer in item.get("answer") or []:
+            if not isinstance(answer, dict):
+                continue
+            stack.extend(answer.get("item") or [])
+            for key, value in answer.items():
+                if not key.startswith("value") or not isinstance(link, str):
+                    continue
+                if isinstance(value, bool):
+                    yield {"system": link, "code": "true" if value else "false"}
+                elif isinstance(value, str | int):
+                    yield {"system": link, "code": str(value)}
+                elif isinstance(value, dict) and value.get("code"):
+                    yield {"system": link, "code": str(value["code"])}
+        stack.extend(item.get("item") or [])
+
+
+
+# The RUB level (issue 16): an Observation of our profile samplan-rub-observation only
+# (the write checks in samplan.followup refuse any other Observation).
+OBSERVATION = ResourceType(
+    "Observation",
+    {
+        p.name: p
+        for p in (
+            _p("patient", "reference", "subject", desc="The subject the observation is about "
+               "(if patient)", targets=("Patient",)),
+            _p("subject", "reference", "subject", desc="The subject that the observation is about",
+               targets=("Patient",)),
+            _p("code", "token", "code", desc="The code of the observation type"),
+            _p("category", "token", "category", desc="The classification of the type of "
+               "observation"),
+            _p("status", "token", "status", desc="The status of the observation"),
+            _p("date", "date", "effectiveDateTime", "effectivePeriod", "effectiveInstant",
+               desc="Obtained date/time"),
+            SearchParam("value-integer", "token", ("valueInteger",),
+                        "The value of the observation, if the value is an integer "
+                        "(the RUB level 0-5)",
+                        canonical=f"{_SAMPLAN_PARAMS}/Observation-value-integer"),
+            _IDENTIFIER,
+        )
+    },
+    includes=("patient", "subject"),
+)
+
+# The seven questions (issue 16): a patient's answers are about themselves (subject
+# Patient), a staff member's about their unit (subject Organization).
+QUESTIONNAIRE_RESPONSE = ResourceType(
+    "QuestionnaireResponse",
+    {
+        p.name: p
+        for p in (
+            _p("patient", "reference", "subject", desc="The patient that is the subject of the "
+               "questionnaire response", targets=("Patient",)),
+            _p("subject", "reference", "subject", desc="The subject of the questionnaire "
+               "response", targets=("Patient", "Organization")),
+            SearchParam("questionnaire", "token", ("questionnaire",),
+                        "The questionnaire the answers are provided for (its canonical URL; "
+                        "R4 types it as a reference to the canonical)"),
+            _p("status", "token", "status", desc="The status of the questionnaire response"),
+            _p("authored", "date", "authored", desc="When the questionnaire response was last "
+               "changed"),
+            _p("author", "reference", "author", desc="The author of the questionnaire response",
+               targets=("Patient", "Practitioner", "PractitionerRole", "RelatedPerson",
+                        "Organization")),
+            _p("source", "reference", "source", desc="The individual providing the information "
+               "reflected in the questionnaire response",
+               targets=("Patient", "Practitioner", "PractitionerRole", "RelatedPerson")),
+            SearchParam("item-answer", "token", ("item",),
+                        "An answer, as the question's linkId (system) and the value (code): "
+                        "item-answer=5|true", canonical=f"{_SAMPLAN_PARAMS}/"
+                        "QuestionnaireResponse-item-answer", extractor=_item_answers),
+            _IDENTIFIER,
+        )
+    },
+    includes=("patient", "subject", "author", "source"),
+)
+
 REGISTRY: dict[str, ResourceType] = {
-    rt.name: rt for rt in (*_RESOURCE_TYPES, AUDIT_EVENT, CONSENT)
+    rt.name: rt
+    for rt in (*_RESOURCE_TYPES, AUDIT_EVENT, CONSENT, OBSERVATION, QUESTIONNAIRE_RESPONSE)
 }
 
 # Parameters every type understands; handled by the search engine itself.

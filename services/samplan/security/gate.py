@@ -67,6 +67,7 @@ from samplan.store.access import AccessQueries
 from samplan.store.agreement_queries import AgreementRows
 from samplan.store.database import Timeouts, create_engine, seed_sqlite_statistics
 from samplan.store.group_commit import GroupCommitter
+from samplan.store.indicators import IndicatorQueries
 from samplan.store.repository import Repository, WriteTx
 
 T = TypeVar("T")
@@ -109,6 +110,8 @@ class Gate:
         self.audit = audit
         self.queries = AccessQueries(repo.engine, driver=repo.driver_connection)
         self.resolver = ReachResolver(self.queries, service.tz, provider_units=provider_units)
+        # The follow-up counts (security/indicators.py decides who is counted).
+        self.indicators = IndicatorQueries(repo.engine)
         # Reads log through one shared committer: concurrent reads share a commit.
         self._log_committer: GroupCommitter[audit_store.AuditEntry] = GroupCommitter(
             repo, lambda conn, rows: audit_store.append(conn, rows),  # the module's, as

@@ -47,6 +47,7 @@ from typing import Any, Final, Literal
 from samplan.fhir.errors import Forbidden, NotFound
 from samplan.fhir.indexing import parse_reference, values_at
 from samplan.fhir.registry import REGISTRY
+from samplan.security import answers
 from samplan.security.principal import Principal
 from samplan.security.scopes import Context, Interaction
 from samplan.security.tokens import insufficient_scope
@@ -103,7 +104,7 @@ class Reach:
     the CareTeams naming ``organisations``/``roles``/``practitioners``, minus
     ``blocked``", so a search may use that criterion as a SQL subquery
     (``fhir.search.CareTeamValue``) instead of the list of ids. A reach computed
-    ``among`` some patients (``AccessControl.reach_of``) lists only those.
+    ``among`` some patients (``ReachResolver.among``) lists only those.
     """
 
     everything: bool = False
@@ -329,6 +330,9 @@ def check_write(
     label = f"{resource_type}/{_id_of(before, after)}"
     if reach.everything:
         return
+    if resource_type == answers.RESPONSE and answers.check_answer(
+            principal, reach.patients, reach.organisations, before, after):
+        return  # an answer to the seven questions (security/answers.py)
     if (before is not None and not before_checked
             and not visible(principal, reach, resource_type, before)):
         raise NotFound(f"{label} does not exist.")

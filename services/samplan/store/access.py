@@ -73,9 +73,6 @@ def reached(patient: str, orgs: str, roles: str, pracs: str, alias: str = "reach
         AND {s}.param = 'status' AND {s}.code IN {_ENDED_SQL}))"""
 
 
-_PREDICATE = reached(":patient_placeholder", ":reach_orgs", ":reach_roles", ":reach_pracs")
-
-
 def reach_predicate(
     patient: str,
     *,
@@ -83,23 +80,46 @@ def reach_predicate(
     roles: Collection[str] = (),
     practitioners: Collection[str] = (),
     blocked: Collection[str] = (),
+    name: str = "reach",
 ) -> ColumnElement[bool] | None:
     """:func:`reached` for a search: ``patient`` is the SQL name of the patient column of
     the enclosing query (``resources.resource_id``, ``reach_about.target_id``); minus the
-    ``blocked`` patients. None when nothing is named (nobody is reached)."""
+    ``blocked`` patients. None when nothing is named (nobody is reached). ``name``
+    prefixes its parameters and aliases: two predicates with other sets in one statement
+    need two names (the same one may be repeated)."""
     if not (organisations or roles or practitioners):
         return None
-    sql = _PREDICATE.replace(":patient_placeholder", patient)
+    sql = reached(patient, f":{name}_orgs", f":{name}_roles", f":{name}_pracs", alias=name)
     binds: list[Any] = [
-        bindparam("reach_orgs", sorted(organisations), expanding=True, type_=String),
-        bindparam("reach_roles", sorted(roles), expanding=True, type_=String),
-        bindparam("reach_pracs", sorted(practitioners), expanding=True, type_=String),
+        bindparam(f"{name}_orgs", sorted(organisations), expanding=True, type_=String),
+        bindparam(f"{name}_roles", sorted(roles), expanding=True, type_=String),
+        bindparam(f"{name}_pracs", sorted(practitioners), expanding=True, type_=String),
     ]
     if blocked:
-        sql = f"{patient} NOT IN :reach_blocked AND {sql}"
-        binds.append(bindparam("reach_blocked", sorted(blocked), expanding=True, type_=String))
+        sql = f"{patient} NOT IN :{name}_blocked AND {sql}"
+        binds.append(bindparam(f"{name}_blocked", sorted(blocked), expanding=True,
+                               type_=String))
     clause: ColumnElement[bool] = text(sql).bindparams(*binds)  # type: ignore[assignment]
     return clause
+
+
+def care_team_reaches(
+    patient: ColumnElement[Any],
+    *,
+    organisations: Collection[str],
+    roles: Collection[str] = (),
+    practitioners: Collection[str] = (),
+    blocked: Collection[str] = (),
+    name: str = "reach",
+) -> ColumnElement[bool] | None:
+    """:func:`reach_predicate` over a column of a named table or alias of the enclosing
+    statement (the indicators' counts, ``store/indicators.py``)."""
+    table = getattr(patient, "table", None)
+    column = getattr(patient, "name", None)
+    if table is None or not isinstance(getattr(table, "name", None), str) or not column:
+        raise TypeError("care_team_reaches needs a column of a named table or alias")
+    return reach_predicate(f"{table.name}.{column}", organisations=organisations, roles=roles,
+                           practitioners=practitioners, blocked=blocked, name=name)
 
 
 def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
