@@ -163,7 +163,18 @@ UNION ALL SELECT 'o', resource_id, NULL{pad} FROM orgs"""
         first = f"SELECT 'o', resource_id, {null_bytes}{pad} FROM orgs"
     named = f"""SELECT resource_id FROM idx_token WHERE resource_type = 'Organization'
     AND param = 'identifier' AND system = {p(1)} AND {member('code', 2)}"""
-    if units:
+    if units and sqlite:
+        # SQLite takes the walk's queue for a large table and builds a Bloom filter over
+        # all of idx_reference at every step (2 ms for 40 units at 2,000 patients): the
+        # partOf links are read once instead (one row per unit), then walked.
+        orgs = f"""links AS MATERIALIZED (
+  SELECT resource_id AS child, target_id AS parent FROM idx_reference
+    WHERE resource_type = 'Organization' AND param = 'partof' AND target_type = 'Organization'
+), orgs(resource_id) AS (
+  {named}
+  UNION SELECT l.child FROM orgs o JOIN links l ON l.parent = o.resource_id
+)"""
+    elif units:
         orgs = f"""orgs(resource_id) AS (
   {named}
   UNION SELECT u.resource_id FROM idx_reference u JOIN orgs o ON u.target_id = o.resource_id
