@@ -128,9 +128,9 @@ def _safe_settings() -> Settings:
 
 
 def _migrate(database_url: str) -> None:
-    from samplan.store import migrate as migrations
+    from samplan.security.gate import migrate_schema
 
-    typer.echo(migrations.upgrade_reporting(database_url).message())
+    typer.echo(migrate_schema(database_url))
 
 
 @app.command("load-demo")

@@ -193,6 +193,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         """Ready: the database answers and is at this code's migration head (else 503)."""
-        return await readiness(app.state.services.gate.engine)
+        return await readiness(app.state.services.gate)
 
     return app

@@ -16,6 +16,7 @@ from samplan.main import create_app
 from samplan.observability import health
 from samplan.observability.logs import JsonFormatter, request_id_from
 from samplan.observability.masking import MASK, mask
+from samplan.security.gate import open_gate
 from samplan.store import migrate
 
 
@@ -26,28 +27,24 @@ class TestReadiness:
         assert (await client.get("/healthz")).status_code == 200
 
     async def test_not_ready_before_the_last_migration(self, tmp_path: object) -> None:
-        from samplan.store.database import create_engine
-
         url = f"sqlite+aiosqlite:///{tmp_path}/behind.db"
         await asyncio.to_thread(migrate.upgrade, url, _first_revision())
-        engine = create_engine(url)
+        gate = await open_gate(make_settings(url))
         try:
-            response = await health.readiness(engine)
+            response = await health.readiness(gate)
         finally:
-            await engine.dispose()
+            await gate.close()
         assert response.status_code == 503
         body = orjson.loads(response.body)
         assert body["resourceType"] == "OperationOutcome"
         assert "samplan migrate" in body["issue"][0]["diagnostics"]
 
     async def test_not_ready_when_the_database_is_unreachable(self) -> None:
-        from samplan.store.database import create_engine
-
-        engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+        gate = await open_gate(make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none"))
         try:
-            response = await health.readiness(engine)
+            response = await health.readiness(gate)
         finally:
-            await engine.dispose()
+            await gate.close()
         assert response.status_code == 503
         assert orjson.loads(response.body)["resourceType"] == "OperationOutcome"
 
@@ -214,7 +211,7 @@ class TestAuditFailures:
         from samplan.observability import metrics
         from samplan.store import audit as audit_store
 
-        assert getattr(audit_store.append, "_samplan_counted", False)  # attached at startup
+        assert audit_store.failure_listeners  # attached at startup, through the gate
         before = metrics.AUDIT_FAILURES._value.get()
         with pytest.raises(Exception):  # noqa: B017, PT011 (any driver error counts)
             await audit_store.append(object(), [object()])  # type: ignore[arg-type, list-item]

@@ -8,14 +8,13 @@ that cannot reach the database (until it can again, without a restart).
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from samplan.api.responses import FhirResponse
 from samplan.fhir.errors import Issue, operation_outcome
 from samplan.fhir.stored import DatabaseUnavailable
 from samplan.observability import metrics
-from samplan.store.migrate import current_revision, head_revision
+from samplan.security.gate import Gate
 
 
 def _unavailable(diagnostics: str) -> Response:
@@ -23,7 +22,7 @@ def _unavailable(diagnostics: str) -> Response:
     return FhirResponse(outcome, 503, {"Retry-After": "5"})
 
 
-async def readiness(engine: AsyncEngine) -> Response:
+async def readiness(gate: Gate) -> Response:
     """200 when ready; 503 with an OperationOutcome saying why not.
 
     Each probe asks the database anew (a pooled connection, a new one when the pool's
@@ -31,7 +30,7 @@ async def readiness(engine: AsyncEngine) -> Response:
     be reached, 200 again as soon as it answers (issue 17).
     """
     try:
-        current = await current_revision(engine)
+        current, head = await gate.schema_revisions()
     except DatabaseUnavailable as exc:
         metrics.DATABASE_UP.set(0)
         return _unavailable(f"database unreachable: {exc.diagnostics}")
@@ -39,7 +38,6 @@ async def readiness(engine: AsyncEngine) -> Response:
         metrics.DATABASE_UP.set(0)
         return _unavailable(f"database unreachable: {type(exc).__name__}")
     metrics.DATABASE_UP.set(1)
-    head = head_revision()
     if current != head:
         return _unavailable(
             f"database schema at revision {current or 'none'}, this code needs {head}: "

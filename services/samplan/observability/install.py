@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -102,33 +100,18 @@ def install(app: FastAPI, settings: Settings) -> None:
         return Response(body, media_type=content_type)
 
 
-def attach(services: Services) -> None:  # noqa: ARG001 (kept for per-app hooks)
-    """Count failed AuditEvent appends (the store functions every audit write goes through)."""
-    from samplan.store import audit as audit_store
-
-    for name in ("append", "append_committed"):
-        original: Any = getattr(audit_store, name)
-        if not getattr(original, "_samplan_counted", False):
-            setattr(audit_store, name, _counted(original))
+def attach(services: Services) -> None:
+    """Count failed access-log appends, whatever path wrote them (the gate tells us)."""
+    services.gate.on_audit_failure(_count_audit_failure)
 
 
-def _counted(append: Any) -> Any:
-    @functools.wraps(append)
-    async def counted(*args: Any, **kwargs: Any) -> None:
-        try:
-            await append(*args, **kwargs)
-        except DatabaseUnavailable:  # counted; its stack is no news (the store logs why)
-            metrics.AUDIT_FAILURES.inc()
-            raise
-        except FhirError:
-            raise
-        except Exception:
-            metrics.AUDIT_FAILURES.inc()
-            logging.getLogger("samplan.audit").exception("writing AuditEvents failed")
-            raise
-
-    counted._samplan_counted = True  # type: ignore[attr-defined]
-    return counted
+def _count_audit_failure(error: BaseException) -> None:
+    if isinstance(error, FhirError) and not isinstance(error, DatabaseUnavailable):
+        return  # refused, not failed
+    metrics.AUDIT_FAILURES.inc()
+    if not isinstance(error, DatabaseUnavailable):  # its stack is no news (the store logs why)
+        logging.getLogger("samplan.audit").exception("writing AuditEvents failed",
+                                                     exc_info=error)
 
 
 def install_tracing(app: FastAPI) -> None:

@@ -5,7 +5,7 @@ done, and rendered as a FHIR R4 ``AuditEvent``
 (https://hl7.org/fhir/R4/auditevent.html). The store writes both the columns
 it is searched by and the rendered JSON (``store/audit.py``).
 
-When entries are written (``security/guard.py``):
+When entries are written (``security/gate.py``, ``security/writes.py``):
 
 * writes: inside the write's own database transaction (a before-commit hook),
   so a write without its log entry can never be committed;

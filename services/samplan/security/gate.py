@@ -61,7 +61,7 @@ from samplan.security.principal import Principal
 from samplan.security.reach import ReachResolver, hsa_ids
 from samplan.security.writes import REACH_TYPES, TxGuard, WriterContext, loads, patients_of
 from samplan.settings import Settings
-from samplan.store import agreement_queries
+from samplan.store import agreement_queries, migrate
 from samplan.store import audit as audit_store
 from samplan.store.access import AccessQueries
 from samplan.store.agreement_queries import AgreementRows
@@ -76,6 +76,11 @@ _METHOD_OPERATION: dict[str, Operation] = {
     "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _NOPATIENT_FILTER = Filter("_security", "token", (
     TokenValue(redaction.NOPATIENT_SYSTEM, redaction.NOPATIENT_CODE),), modifier="not")
+
+
+def migrate_schema(database_url: str) -> str:
+    """Bring the database to this code's schema (``samplan migrate``); what was done."""
+    return migrate.upgrade_reporting(database_url).message()
 
 
 async def open_gate(settings: Settings, *, pool_size: int | None = None) -> Gate:
@@ -114,8 +119,7 @@ class Gate:
         self.indicators = IndicatorQueries(repo.engine)
         # Reads log through one shared committer: concurrent reads share a commit.
         self._log_committer: GroupCommitter[audit_store.AuditEntry] = GroupCommitter(
-            repo, lambda conn, rows: audit_store.append(conn, rows),  # the module's, as
-            commit=audit_store.committer(repo))                       # observability wraps it
+            repo, audit_store.append, commit=audit_store.committer(repo))
 
     @property
     def tz(self) -> Any:
@@ -177,6 +181,16 @@ class Gate:
     async def sync_conformance(self, resources: list[dict[str, Any]]) -> int:
         """Store our conformance resources that are new or changed (written by the service)."""
         return await stored_conformance.sync(self.service, resources, self.as_service().writer)
+
+    def on_audit_failure(self, listener: Callable[[BaseException], None]) -> None:
+        """Tell ``listener`` of every access-log append that fails, whatever path wrote it
+        (the metrics count them); once per listener."""
+        if listener not in audit_store.failure_listeners:
+            audit_store.failure_listeners.append(listener)
+
+    async def schema_revisions(self) -> tuple[str | None, str | None]:
+        """The database's migration revision and the one this code needs (readiness)."""
+        return await migrate.current_revision(self.engine), migrate.head_revision()
 
     async def log(self, records: Iterable[AuditRecord]) -> None:
         """Append entries, committed when this returns (group commit with concurrent reads).

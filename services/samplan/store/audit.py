@@ -17,8 +17,18 @@ from samplan.store.repository import Repository
 from samplan.store.tables import audit_events
 
 AuditEntry = Mapping[str, object]
-"""One row to append, by column name (``AUDITAUDIT_COLUMNS``): what the security layer's
+"""One row to append, by column name (``AUDIT_COLUMNS``): what the security layer's
 records become (``security/audit.py``); the store knows no policy."""
+
+FailureListener = Callable[[BaseException], None]
+failure_listeners: list[FailureListener] = []
+"""Told of every append that fails, before it is raised (``Gate.on_audit_failure``: the
+metrics count them). The store only reports; what a failure means is the listener's."""
+
+
+def _report(error: BaseException) -> None:
+    for listener in list(failure_listeners):
+        listener(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +58,15 @@ async def append(conn: AsyncConnection, rows: Sequence[AuditEntry]) -> None:
     """Insert entries on an open transaction (the write's own, or one of its own)."""
     if not rows:
         return
-    if conn.dialect.name == "postgresql":  # one prepared statement on the driver (issue 7)
-        driver = await driver_of(conn)
-        await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
-        return
-    await conn.execute(insert(audit_events), rows)
+    try:
+        if conn.dialect.name == "postgresql":  # one prepared statement on the driver (issue 7)
+            driver = await driver_of(conn)
+            await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
+            return
+        await conn.execute(insert(audit_events), rows)
+    except Exception as error:
+        _report(error)
+        raise
 
 
 async def search(engine: AsyncEngine, criteria: AuditSearch) -> tuple[list[AuditRow], int]:
@@ -132,7 +146,7 @@ def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[No
         return None
 
     async def commit(rows: Sequence[AuditEntry]) -> None:
-        await append_committed(repo, rows)  # the module's, as observability wraps it
+        await append_committed(repo, rows)
 
     return commit
 
@@ -143,5 +157,9 @@ async def append_committed(repo: Repository, rows: Sequence[AuditEntry]) -> None
     if not rows:
         return
     columns = [[row[c] for row in rows] for c in AUDIT_COLUMNS]
-    async with repo.driver_connection() as driver:
-        await driver.execute(_APPEND_PG, *columns)
+    try:
+        async with repo.driver_connection() as driver:
+            await driver.execute(_APPEND_PG, *columns)
+    except Exception as error:
+        _report(error)
+        raise
