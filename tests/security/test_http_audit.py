@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
+from sqlalchemy import text
 
 from samplan.api.deps import Services
 from samplan.store import audit as audit_store
@@ -95,6 +96,19 @@ class TestScriptedSession:
         assert event["action"] == "R"
 
 
+# "Disk full" for the access log only: every insert into it fails inside the database.
+_REFUSE_LOG = {
+    "sqlite": ["CREATE TRIGGER refuse_log BEFORE INSERT ON audit_events "
+               "BEGIN SELECT RAISE(ABORT, 'disk full'); END"],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION refuse_log() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+        "CREATE TRIGGER refuse_log BEFORE INSERT ON audit_events "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_log()",
+    ],
+}
+
+
 class TestWritesLogInTheirTransaction:
     async def test_a_refused_write_commits_no_success_entry(
         self, secure_client: httpx.AsyncClient, world: World, mint: Mint
@@ -111,20 +125,27 @@ class TestWritesLogInTheirTransaction:
 
     async def test_reads_fail_closed_when_the_log_cannot_be_written(
         self, secure_app_services: tuple[object, Services], world: World, mint: Mint,
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        async def broken(*_args: object) -> None:
-            raise RuntimeError("disk full")
-
-        monkeypatch.setattr(audit_store, "append", broken)
-        monkeypatch.setattr(audit_store, "append_committed", broken)  # PostgreSQL's read log
+        """The database itself refuses the log entry (a trigger, not a patched function):
+        the read answers 500 and shows nothing of the plan."""
+        app, services = secure_app_services
+        engine = services.gate.engine
         staff = _auth(mint("user/*.rs", care_unit=UNIT_IN))
-        app, _ = secure_app_services
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://samplan.test") as c:
-            response = await c.get(f"/fhir/CarePlan/{world.plan}", headers=staff)
+        async with engine.begin() as conn:
+            for statement in _REFUSE_LOG[engine.dialect.name]:
+                await conn.execute(text(statement))
+        try:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://samplan.test") as c:
+                response = await c.get(f"/fhir/CarePlan/{world.plan}", headers=staff)
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP TRIGGER IF EXISTS refuse_log"
+                                        + (" ON audit_events" if engine.dialect.name != "sqlite"
+                                           else "")))
         assert response.status_code == 500
         assert response.json()["issue"][0]["code"] == "exception"
+        assert "Överenskommelse" not in response.text
         assert "Överenskommelse" not in response.text
 
 

@@ -83,7 +83,7 @@ class TestEveryRevision:
     """Each revision upgrades from the one before and downgrades to it (expand/contract safety)."""
 
     async def test_step_by_step_up_and_down(self, fresh_database_url: str) -> None:
-        from samplan.observability.health import current_revision
+        from samplan.store.migrate import current_revision
 
         revisions = _revisions()
         assert len(revisions) >= 3
