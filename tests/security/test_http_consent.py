@@ -9,6 +9,11 @@ from typing import Any
 import httpx
 
 from samplan.api.deps import Services
+from samplan.fhir.identifiers import (
+    PERSONNUMMER_SYSTEM,
+    SAMORDNINGSNUMMER_SYSTEM,
+    luhn_check_digit,
+)
 
 from .test_http_matrix import (
     GRETA_PNR,
@@ -122,6 +127,36 @@ class TestRelatives:
             response = await secure_client.get(f"/fhir/Patient/{child}", headers=token)
             statuses.append(response.status_code)
         assert statuses == [200, 404]
+
+    async def test_a_child_known_by_number_only_is_still_a_child(
+        self, secure_client: httpx.AsyncClient, secure_services: Services, mint: Mint,
+        world: World,
+    ) -> None:
+        """A Patient stored without birthDate: the personnummer or samordningsnummer
+        (day + 60) says how old the child is."""
+        statuses = []
+        for system, born in ((PERSONNUMMER_SYSTEM, "20200501"),
+                             (SAMORDNINGSNUMMER_SYSTEM, "20200561"),
+                             (PERSONNUMMER_SYSTEM, "20010501")):
+            ten = born[2:] + "238"
+            number = f"{born}238{luhn_check_digit(ten)}"
+            child = await _create(secure_services, {
+                "resourceType": "Patient", "identifier": [{"system": system, "value": number}]})
+            await _create(secure_services, {
+                "resourceType": "CareTeam", "status": "active",
+                "subject": {"reference": f"Patient/{child}"},
+                "participant": [{"member": {"reference": f"Organization/{world.unit_in}"}}]})
+            guardian = await _create(secure_services, {
+                "resourceType": "RelatedPerson", "patient": {"reference": f"Patient/{child}"},
+                "relationship": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                    "code": "FTH"}]}]})
+            token = _auth(mint("patient/*.rs", patient=child,
+                               fhir_user=f"RelatedPerson/{guardian}"))
+            response = await secure_client.get(f"/fhir/Patient/{child}", headers=token)
+            statuses.append(response.status_code)
+            assert "birthDate" not in (response.json() if response.status_code == 200 else {})
+        assert statuses == [200, 200, 404]
 
     async def test_a_relative_may_not_write(
         self, secure_client: httpx.AsyncClient, world: World, mint: Mint

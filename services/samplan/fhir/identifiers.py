@@ -21,6 +21,7 @@ https://build.fhir.org/ig/HL7Sweden/basprofiler-r4/
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "SAMORDNINGSNUMMER_OID",
     "SAMORDNINGSNUMMER_SYSTEM",
     "InvalidIdentifier",
+    "birth_date_of",
     "canonical_system",
     "canonical_token",
     "is_hsa_id",
@@ -168,6 +170,31 @@ def normalise_personnummer(
             f"{kind} check digit is {ten_digits[9]}, but the Luhn rule gives {expected}",
         )
     return f"{year:04d}{ten_digits[2:]}"
+
+
+def birth_date_of(patient: Mapping[str, Any]) -> date | None:
+    """The date of birth a Patient's stored personnummer or samordningsnummer holds.
+
+    ``Patient.birthDate`` is written from the number on import, but a Patient
+    stored without it (before that, or by a plain create that left it out) is
+    still a child by its number: the guardian rule must not depend on the writer
+    having copied the date. Stored numbers are the 12 digits
+    :func:`normalise_identifiers` leaves; anything else gives None.
+    """
+    for identifier in patient.get("identifier") or ():
+        if not isinstance(identifier, Mapping):
+            continue
+        system, value = identifier.get("system"), identifier.get("value")
+        if system not in (PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM):
+            continue
+        if not isinstance(value, str) or len(value) != 12 or not value.isdigit():
+            continue
+        day = int(value[6:8]) - (60 if system == SAMORDNINGSNUMMER_SYSTEM else 0)
+        try:
+            return date(int(value[:4]), int(value[4:6]), day)
+        except ValueError:
+            continue
+    return None
 
 
 def _century_year(yy: int, month: int, day: int, centenarian: bool, today: date) -> int:

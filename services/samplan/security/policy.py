@@ -45,6 +45,7 @@ from datetime import date
 from typing import Any, Final, Literal
 
 from samplan.fhir.errors import Forbidden, NotFound
+from samplan.fhir.identifiers import birth_date_of
 from samplan.fhir.indexing import parse_reference, values_at
 from samplan.fhir.registry import REGISTRY
 from samplan.security import answers
@@ -472,7 +473,10 @@ def relative_may_act(
             return True
     if not is_guardian(related_person) or patient is None:
         return False
-    age = age_on(patient.get("birthDate"), today)
+    birth = patient.get("birthDate")
+    if not birth and (from_number := birth_date_of(patient)) is not None:
+        birth = from_number.isoformat()
+    age = age_on(birth, today)
     return age is not None and age < GUARDIAN_AGE_LIMIT
 
 
