@@ -24,6 +24,7 @@ from e2e.test_portal import (  # noqa: F401 (fixtures)
     axe_script,
     browser,
     chromium,
+    serious_violations,
 )
 from support.indicator_world import UNITS, load, showcase
 from support.server import running_server
@@ -106,15 +107,7 @@ class TestTheFollowUpPage:
             context = await browser.new_context(viewport=viewport, bypass_csp=True)
             page = await context.new_page()
             await page.goto(server + PAGE, wait_until="domcontentloaded")
-            await page.add_script_tag(content=axe_script)
-            result = await page.evaluate("""() => axe.run(document, {
-                runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
-                resultTypes: ['violations'],
-            })""")
-            bad = [
-                (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-                for v in result["violations"] if v["impact"] in ("serious", "critical")
-            ]
+            _, bad = await serious_violations(page, axe_script)
             assert bad == [], (width, bad)
             await context.close()
 

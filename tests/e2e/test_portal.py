@@ -82,6 +82,21 @@ def chromium() -> str:
     return CHROMIUM
 
 
+async def serious_violations(page: Any, axe_script: str) -> tuple[dict[str, Any], list[Any]]:
+    """axe-core's WCAG 2.1 A/AA run on the page, and its serious or critical violations
+    (rule, impact, the first three elements)."""
+    await page.add_script_tag(content=axe_script)
+    result: dict[str, Any] = await page.evaluate("""() => axe.run(document, {
+        runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
+        resultTypes: ['violations'],
+    })""")
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in result["violations"] if v["impact"] in ("serious", "critical")
+    ]
+    return result, bad
+
+
 @pytest.fixture(scope="module")
 def axe_script() -> str:
     """axe-core's browser script, installed with npm into a folder the tests own."""
@@ -194,15 +209,7 @@ class TestThePortalPage:
             page = await context.new_page()
             await page.goto(server + path.format(id=world["region"]),
                             wait_until="domcontentloaded")
-            await page.add_script_tag(content=axe_script)
-            result = await page.evaluate("""() => axe.run(document, {
-                runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
-                resultTypes: ['violations'],
-            })""")
-            bad = [
-                (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
-                for v in result["violations"] if v["impact"] in ("serious", "critical")
-            ]
+            result, bad = await serious_violations(page, axe_script)
             assert bad == [], (width, bad)
             assert result["passes"] or result["incomplete"] is not None
             await context.close()

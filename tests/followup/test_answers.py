@@ -22,9 +22,7 @@ from support.indicator_world import (
     UNITS,
     World,
     counts,
-    generate,
-    load,
-    proxy_grant,
+    load_with_proxy,
 )
 
 Mint = Callable[..., str]
@@ -55,13 +53,7 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def world(secure_services: Services) -> World:
-    generated = generate()
-    await load(secure_services, generated)
-    await secure_services.gate.as_service().update("RelatedPerson", RELATIVE, {
-        "resourceType": "RelatedPerson", "id": RELATIVE, "active": True,
-        "patient": {"reference": "Patient/p03"}})
-    await secure_services.gate.as_service().create("Consent", proxy_grant("p03", RELATIVE))
-    return generated
+    return await load_with_proxy(secure_services, "p03", RELATIVE)
 
 
 @pytest.mark.usefixtures("world")

@@ -22,9 +22,7 @@ from support.indicator_world import (
     World,
     counts,
     expected,
-    generate,
-    load,
-    proxy_grant,
+    load_with_proxy,
     reached_by_unit_a,
 )
 
@@ -40,13 +38,7 @@ RELATIVE = "relative-p00"
 
 @pytest.fixture
 async def world(secure_services: Services) -> World:
-    generated = generate()
-    await load(secure_services, generated)
-    await secure_services.gate.as_service().update("RelatedPerson", RELATIVE, {
-        "resourceType": "RelatedPerson", "id": RELATIVE, "active": True,
-        "patient": {"reference": "Patient/p00"}})
-    await secure_services.gate.as_service().create("Consent", proxy_grant("p00", RELATIVE))
-    return generated
+    return await load_with_proxy(secure_services, "p00", RELATIVE)
 
 
 def bearer(token: str) -> dict[str, str]:

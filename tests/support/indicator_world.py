@@ -329,6 +329,19 @@ async def load(services: Services, world: World) -> None:
         return_representation=False)
 
 
+async def load_with_proxy(services: Services, patient: str, related_person: str) -> World:
+    """A generated world, loaded, with ``related_person`` acting for ``patient`` by the
+    patient's grant (a relative who may answer for them)."""
+    world = generate()
+    await load(services, world)
+    service = services.gate.as_service()
+    await service.update("RelatedPerson", related_person, {
+        "resourceType": "RelatedPerson", "id": related_person, "active": True,
+        "patient": {"reference": f"Patient/{patient}"}})
+    await service.create("Consent", proxy_grant(patient, related_person))
+    return world
+
+
 def proxy_grant(patient: str, related_person: str) -> dict[str, Any]:
     """The patient's grant letting a relative act for them (a permit Consent)."""
     return {

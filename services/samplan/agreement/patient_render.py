@@ -16,11 +16,8 @@ a PDF is asked for, so the page works without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
-import jinja2
-
+from samplan import html_pages
 from samplan.agreement.patient_view import PatientView
 
 __all__ = ["PortalForms", "render_error", "render_html", "render_pdf"]
@@ -38,38 +35,23 @@ class PortalForms:
     problem: str | None = None
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("samplan", "templates"),
-        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
-def _render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context)
-
-
 def render_html(
     view: PatientView, *, portal: PortalForms | None = None, pdf_href: str | None = None
 ) -> str:
     """The page: the agreement in plain Swedish, with the portal's forms when ``portal``."""
-    return _render("agreement.html", view=view, portal=portal, pdf_href=pdf_href)
+    return html_pages.render("agreement.html", view=view, portal=portal, pdf_href=pdf_href)
 
 
 def render_error(title: str, message: str) -> str:
     """A plain page saying what went wrong (the portal's 404 and 403)."""
-    return _render("error.html", title=title, message=message)
+    return html_pages.render_error(title, message)
 
 
 def render_pdf(view: PatientView) -> bytes:
     """The A4 printout: name, personnummer, date printed, validity and contacts on page one."""
     import weasyprint
 
-    html = _render("agreement_pdf.html", view=view)
+    html = html_pages.render("agreement_pdf.html", view=view)
     document = weasyprint.HTML(string=html, base_url=None)
     pdf: bytes = document.write_pdf(pdf_variant="pdf/ua-1")
     return pdf

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Protocol
 
-import jinja2
 from markupsafe import Markup
 
+from samplan import html_pages
 from samplan.followup import codes, measures
 from samplan.followup.charts import Point, bar_chart, line_chart, paired_bars, percent
 from samplan.followup.periods import Month
@@ -141,19 +140,9 @@ def build_view(
     )
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("samplan", "templates"),
-        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-    )
-
-
 def _render(template: str, **context: Any) -> str:
-    environment = _environment()
-    environment.filters["percent"] = percent
-    return environment.get_template(template).render(**context)
+    html_pages.environment().filters["percent"] = percent
+    return html_pages.render(template, **context)
 
 
 def render_page(view: PageView) -> str:
@@ -162,4 +151,5 @@ def render_page(view: PageView) -> str:
 
 def render_problem(title: str, message: str) -> str:
     """A plain page saying why the figures cannot be shown (403, a bad month)."""
-    return _render("indicators_problem.html", title=title, message=message)
+    return html_pages.render_error(title, message,
+                                   back=("/portal/indicators", "Till uppföljningen"))
