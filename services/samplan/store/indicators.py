@@ -43,6 +43,7 @@ from typing import Any, Final
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    FromClause,
     Integer,
     Select,
     String,
@@ -252,23 +253,31 @@ def _in_force(plans: Subquery, win: Subquery) -> Select[Any]:
         win, and_(plans.c.low <= win.c.high, plans.c.high >= win.c.low))
 
 
-def _with_role(role: str) -> Subquery:
-    """``(plan)``: CarePlans whose CareTeam (not ended) has a participant of this KV role."""
-    team = idx_reference.alias("role_team")
-    kind = idx_token.alias("role_kind")
-    ended = idx_token.alias("role_team_ended")
+def _plans_with_role(role: str, prefix: str) -> tuple[Select[Any], FromClause]:
+    """``(plan)`` of the CarePlan -> CareTeam links whose team (not ended) has a participant
+    of this KV role, and the link table's alias (to correlate on its ``resource_id``).
+    ``prefix`` names the aliases: both forms may sit in one statement."""
+    team = idx_reference.alias(f"{prefix}_team")
+    kind = idx_token.alias(f"{prefix}_kind")
+    ended = idx_token.alias(f"{prefix}_team_ended")
     over = select(ended.c.resource_id).where(
         ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.target_id,
         ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
-    return (
+    stmt = (
         select(team.c.resource_id.label("plan"))
         .join(kind, and_(kind.c.resource_type == _TEAM, kind.c.resource_id == team.c.target_id,
                          kind.c.param == "participant-role", kind.c.system == codes.KV_SYSTEM,
                          kind.c.code == role))
         .where(team.c.resource_type == _PLAN, team.c.param == "care-team",
                team.c.target_type == _TEAM, ~over)
-        .distinct()
-    ).subquery()
+    )
+    return stmt, team
+
+
+def _with_role(role: str) -> Subquery:
+    """``(plan)``: CarePlans whose CareTeam (not ended) has a participant of this KV role."""
+    stmt, _ = _plans_with_role(role, "role")
+    return stmt.distinct().subquery()
 
 
 def _booked() -> Subquery:
@@ -302,20 +311,8 @@ def _patients_in_force(plans: Subquery, win: Subquery, role: str | None = None) 
 def _has_role(plan: ColumnElement[Any], role: str) -> ColumnElement[bool]:
     """The CarePlan in ``plan`` has a CareTeam (not ended) with a participant of this KV
     role: a few index lookups for the plan at hand."""
-    team = idx_reference.alias("plan_team")
-    kind = idx_token.alias("team_role")
-    ended = idx_token.alias("team_ended")
-    over = select(ended.c.resource_id).where(
-        ended.c.resource_type == _TEAM, ended.c.resource_id == team.c.target_id,
-        ended.c.param == "status", ended.c.code.in_(ENDED_CARE_TEAM_STATUSES)).exists()
-    return (
-        select(team.c.resource_id)
-        .join(kind, and_(kind.c.resource_type == _TEAM, kind.c.resource_id == team.c.target_id,
-                         kind.c.param == "participant-role", kind.c.system == codes.KV_SYSTEM,
-                         kind.c.code == role))
-        .where(team.c.resource_type == _PLAN, team.c.resource_id == plan,
-               team.c.param == "care-team", team.c.target_type == _TEAM, ~over)
-    ).exists()
+    stmt, team = _plans_with_role(role, "plan")
+    return stmt.where(team.c.resource_id == plan).exists()
 
 
 def _booked_after(patient: ColumnElement[Any], ahead: ColumnElement[Any]) -> ColumnElement[bool]:
