@@ -79,7 +79,22 @@ async def test_every_form_of_reach_agrees(
         ids = policy.patient_ids(rtype, orjson.loads(stored.content))
         assert facts.indexed_patients == (ids or frozenset()), (rtype, rid)
         assert facts.patients == on_driver.patients & facts.indexed_patients, (rtype, rid)
-        assert sorted(c["id"] for c in facts.consents) == naming, (rtype, rid)
+        # a read asks only about its own patients: the Consents naming the caller about
+        # them, and the caller's organisations only when one of those needs matching
+        about = sorted(c["id"] for c in on_driver.consents
+                       if (policy.patient_ids("Consent", c) or frozenset())
+                       & facts.indexed_patients)
+        assert sorted(c["id"] for c in facts.consents) == about, (rtype, rid)
+        if facts.consents:
+            assert facts.organisations <= on_driver.organisations, (rtype, rid)
+            assert facts.roles <= on_driver.roles, (rtype, rid)
+            assert facts.practitioners == on_driver.practitioners, (rtype, rid)
+        else:
+            assert not (facts.organisations)
+            assert not (facts.roles)
+            assert not (facts.practitioners)
+        assert gate.resolver.from_facts(facts).patients == (
+            reach.patients & facts.indexed_patients), (rtype, rid)
 
 
 @pytest.mark.parametrize("who", sorted(PRINCIPALS))
@@ -114,3 +129,82 @@ async def test_a_missing_resource_is_not_found_in_one_statement(
                                                    *gate.resolver.hsa_ids(principal))
     assert stored is None
     assert await _outcome(gate.access(principal), "CarePlan", "no-such-plan") == "404"
+
+
+REGION = "SE2321000073-0001"
+UNIT_A = "SE2321000073-2001"
+SUB_UNIT = "SE2321000073-2101"
+UNIT_B = "SE2321000073-2002"
+ELSEWHERE = "SE2321000081-2001"
+
+
+@pytest.fixture
+async def region(secure_services: Services) -> dict[str, str]:
+    """A care provider with a unit, a unit under that unit and a second unit, plus a
+    unit of another provider; CareTeams and blocks naming them at every depth."""
+    from security.test_http_matrix import _org, block
+    from security.test_reach_subquery import _team
+
+    s = secure_services
+
+    async def org(hsa: str, parent: str | None = None) -> str:
+        body = _org(hsa, hsa)
+        if parent:
+            body["partOf"] = {"reference": f"Organization/{parent}"}
+        return await _create(s, body)
+
+    top = await org(REGION)
+    unit_a = await org(UNIT_A, top)
+    sub = await org(SUB_UNIT, unit_a)
+    unit_b = await org(UNIT_B, top)
+    elsewhere = await org(ELSEWHERE)
+    sub_role = await _create(s, {"resourceType": "PractitionerRole",
+                                 "organization": {"reference": f"Organization/{sub}"}})
+    names = ["sub", "sub_role", "b_managed", "top", "elsewhere", "blocked_above",
+             "blocked_role", "ended"]
+    ids = {n: await _create(s, {"resourceType": "Patient", "name": [{"family": n}]})
+           for n in names}
+    await _create(s, _team(ids["sub"], f"Organization/{sub}"))
+    await _create(s, _team(ids["sub_role"], f"PractitionerRole/{sub_role}"))
+    await _create(s, _team(ids["b_managed"], managing=unit_b))
+    await _create(s, _team(ids["top"], f"Organization/{top}"))
+    await _create(s, _team(ids["elsewhere"], f"Organization/{elsewhere}"))
+    await _create(s, _team(ids["blocked_above"], f"Organization/{sub}"))
+    await _create(s, block(ids["blocked_above"], unit_a))  # a block on the unit above
+    await _create(s, _team(ids["blocked_role"], f"PractitionerRole/{sub_role}"))
+    role_block = block(ids["blocked_role"], sub)
+    role_block["provision"]["actor"][0]["reference"] = {
+        "reference": f"PractitionerRole/{sub_role}"}
+    await _create(s, role_block)
+    await _create(s, _team(ids["ended"], f"Organization/{sub}", status="inactive"))
+    for pid in ids.values():
+        await _create(s, {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                          "subject": {"reference": f"Patient/{pid}"}})
+    return ids
+
+
+@pytest.mark.parametrize("org", [REGION, UNIT_A, SUB_UNIT, ELSEWHERE])
+async def test_a_read_walks_up_as_far_as_the_search_walks_down(
+    secure_services: Services, region: dict[str, str], org: str
+) -> None:
+    """A system token's read looks up from its resource's CareTeams and Consents; the
+    care provider's whole reach, walked down from it, must say the same for each."""
+    gate = secure_services.gate
+    principal = _principal({"scope": "system/*.rs", "organizationHsaId": org})
+    orgs, staff = gate.resolver.hsa_ids(principal)
+    whole = await gate.queries.reach_facts(orgs, staff, region.values(), units=True)
+    reach = gate.resolver.from_facts(whole)
+    for rtype, rid in await _resources(secure_services, region):
+        stored, facts = await gate.queries.read_with_reach(rtype, rid, orgs, staff, units=True)
+        assert stored is not None
+        assert stored.content is not None
+        read = gate.resolver.from_facts(facts)
+        assert read.patients == reach.patients & facts.indexed_patients, (org, rtype, rid)
+    expected = {
+        REGION: {"sub", "sub_role", "b_managed", "top"},
+        UNIT_A: {"sub", "sub_role"},
+        # a block names the unit above, not this one (blocks name what they name)
+        SUB_UNIT: {"sub", "sub_role", "blocked_above"},
+        ELSEWHERE: {"elsewhere"},
+    }[org]
+    assert reach.patients == {region[n] for n in expected}

@@ -132,6 +132,15 @@ def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
     parameter indexes them (``a``), stand for the patient ids. ``units``: the
     organisations include every Organization under them by ``partOf`` (a care
     provider's units; a cycle ends the walk, ``UNION`` drops repeats).
+
+    A read concerns the few patients of one resource, so ``with_read`` asks only
+    about them: the Consents are those about them, and the organisations under a
+    care provider are found by walking ``partOf`` *up* from the organisations their
+    CareTeams and Consents name (directly or through a PractitionerRole), not down
+    to every unit of the region. The answer for these patients is the same (an
+    organisation is under the provider exactly when the provider is above it), and
+    its cost does not grow with the number of units (issue 15). The organisations,
+    roles and practitioner come back only when a Consent needs them.
     """
 
     def member(column: str, n: int) -> str:
@@ -145,67 +154,113 @@ def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
     false_ = "0" if sqlite else "false"
     pad = ", NULL, NULL, NULL" if with_read else ""
     null_bytes = "NULL" if sqlite else "NULL::bytea"  # the first branch types the column
+    ctes: list[str] = []
+    named = f"""SELECT resource_id FROM idx_token WHERE resource_type = 'Organization'
+    AND param = 'identifier' AND system = {p(1)} AND {member('code', 2)}"""
     if with_read:
-        among = "pts"
-        extra_cte = f""", pts AS (
+        ctes.append(f"""pts AS (
   SELECT target_id AS pid FROM idx_reference WHERE resource_type = {p(4)}
     AND resource_id = {p(5)} AND param = 'patient' AND target_type = 'Patient'
   UNION SELECT {p(5)} WHERE {p(4)} = 'Patient'
-)"""
-        first = f"""SELECT 'x', resource_id, content, version_id, last_updated, deleted
-  FROM resources WHERE resource_type = {p(4)} AND resource_id = {p(5)}
-UNION ALL SELECT 'a', pid, NULL, NULL, NULL, NULL FROM pts
-UNION ALL SELECT 'o', resource_id, NULL{pad} FROM orgs"""
-    else:
-        among = "(SELECT value AS pid FROM json_each(?4))" if sqlite else \
-            "(SELECT unnest($4::text[]) AS pid)"
-        extra_cte = ""
-        first = f"SELECT 'o', resource_id, {null_bytes}{pad} FROM orgs"
-    named = f"""SELECT resource_id FROM idx_token WHERE resource_type = 'Organization'
-    AND param = 'identifier' AND system = {p(1)} AND {member('code', 2)}"""
-    if units and sqlite:
+)""")
+    if with_read and units:
+        # one step up from each organisation (partOf is 0..1); on SQLite as a lookup per
+        # row, since a join there builds a Bloom filter over idx_reference at every step
+        step = """SELECT org, (SELECT l.target_id FROM idx_reference l
+    WHERE l.resource_type = 'Organization' AND l.resource_id = up.above
+      AND l.param = 'partof' AND l.target_type = 'Organization')
+  FROM up WHERE above IS NOT NULL""" if sqlite else """SELECT up.org, l.target_id FROM up
+  JOIN idx_reference l ON l.resource_type = 'Organization' AND l.resource_id = up.above
+    AND l.param = 'partof' AND l.target_type = 'Organization'"""
+        ctes.append(f"""named AS (
+  {named}
+), about AS (
+  SELECT resource_type, resource_id FROM idx_reference
+    WHERE resource_type IN ('CareTeam', 'Consent') AND param = 'patient'
+      AND target_type = 'Patient' AND target_id IN (SELECT pid FROM pts)
+), mentioned AS (
+  SELECT r.target_type, r.target_id FROM idx_reference r JOIN about a
+    ON r.resource_type = a.resource_type AND r.resource_id = a.resource_id
+    WHERE r.param IN ('participant', 'organization', 'actor')
+      AND r.target_type IN ('Organization', 'PractitionerRole')
+), candidates(org) AS (
+  SELECT target_id FROM mentioned WHERE target_type = 'Organization'
+  UNION SELECT w.target_id FROM idx_reference w
+    WHERE w.resource_type = 'PractitionerRole' AND w.param = 'organization'
+      AND w.target_type = 'Organization'
+      AND w.resource_id IN (SELECT target_id FROM mentioned
+                            WHERE target_type = 'PractitionerRole')
+), up(org, above) AS (
+  SELECT org, org FROM candidates
+  UNION {step}
+), orgs(resource_id) AS (
+  SELECT DISTINCT org FROM up WHERE above IN (SELECT resource_id FROM named)
+)""")
+    elif units and sqlite:
         # SQLite takes the walk's queue for a large table and builds a Bloom filter over
         # all of idx_reference at every step (2 ms for 40 units at 2,000 patients): the
         # partOf links are read once instead (one row per unit), then walked.
-        orgs = f"""links AS MATERIALIZED (
+        ctes.append(f"""links AS MATERIALIZED (
   SELECT resource_id AS child, target_id AS parent FROM idx_reference
     WHERE resource_type = 'Organization' AND param = 'partof' AND target_type = 'Organization'
 ), orgs(resource_id) AS (
   {named}
   UNION SELECT l.child FROM orgs o JOIN links l ON l.parent = o.resource_id
-)"""
+)""")
     elif units:
-        orgs = f"""orgs(resource_id) AS (
+        ctes.append(f"""orgs(resource_id) AS (
   {named}
   UNION SELECT u.resource_id FROM idx_reference u JOIN orgs o ON u.target_id = o.resource_id
     WHERE u.resource_type = 'Organization' AND u.param = 'partof'
       AND u.target_type = 'Organization'
-)"""
+)""")
     else:
-        orgs = f"orgs AS (\n  {named}\n)"
-    reach = reached("a.pid", "(SELECT resource_id FROM orgs)", "(SELECT resource_id FROM roles)",
-                    "(SELECT resource_id FROM pracs)")
-    return f"""
-WITH {'RECURSIVE ' if units else ''}{orgs}, roles AS (
+        ctes.append(f"orgs AS (\n  {named}\n)")
+    about_patients = """
+    AND c.resource_id IN (SELECT resource_id FROM idx_reference WHERE resource_type = 'Consent'
+      AND param = 'patient' AND target_type = 'Patient' AND target_id IN (SELECT pid FROM pts))"""
+    ctes.append(f"""roles AS (
   SELECT resource_id FROM idx_reference WHERE resource_type = 'PractitionerRole'
     AND param = 'organization' AND target_type = 'Organization'
     AND target_id IN (SELECT resource_id FROM orgs)
 ), pracs AS (
   SELECT resource_id FROM idx_token WHERE resource_type = 'Practitioner'
     AND param = 'identifier' AND system = {p(1)} AND {member('code', 3)}
-){extra_cte}
-{first}
-UNION ALL SELECT 'r', resource_id, NULL{pad} FROM roles
-UNION ALL SELECT 'p', resource_id, NULL{pad} FROM pracs
-UNION ALL SELECT 'c', c.resource_id, c.content{pad} FROM resources c
-  WHERE c.resource_type = 'Consent' AND c.deleted = {false_} AND c.resource_id IN (
+), cons AS (
+  SELECT c.resource_id, c.content FROM resources c
+  WHERE c.resource_type = 'Consent' AND c.deleted = {false_}{about_patients if with_read else ''}
+    AND c.resource_id IN (
     SELECT k.resource_id FROM idx_reference k
     WHERE k.resource_type = 'Consent' AND k.param = 'actor' AND (
          (k.target_type = 'Organization' AND k.target_id IN (SELECT resource_id FROM orgs))
       OR (k.target_type = 'PractitionerRole' AND k.target_id IN (SELECT resource_id FROM roles))
       OR (k.target_type = 'Practitioner' AND k.target_id IN (SELECT resource_id FROM pracs))))
-UNION ALL SELECT 't', a.pid, NULL{pad} FROM {among} a WHERE {reach}
-"""
+)""")
+    reach = reached("a.pid", "(SELECT resource_id FROM orgs)", "(SELECT resource_id FROM roles)",
+                    "(SELECT resource_id FROM pracs)")
+    if with_read:
+        among = "pts"
+        first = [f"""SELECT 'x', resource_id, content, version_id, last_updated, deleted
+  FROM resources WHERE resource_type = {p(4)} AND resource_id = {p(5)}""",
+                 "SELECT 'a', pid, NULL, NULL, NULL, NULL FROM pts"]
+        # organisations, roles and practitioner only to match a Consent's actors: a
+        # read needs nothing else of them
+        only_with_consents = " WHERE EXISTS (SELECT 1 FROM cons)"
+    else:
+        among = "(SELECT value AS pid FROM json_each(?4))" if sqlite else \
+            "(SELECT unnest($4::text[]) AS pid)"
+        first = []
+        only_with_consents = ""
+    branches = "\nUNION ALL ".join([
+        *first,
+        f"SELECT 'o', resource_id, {null_bytes}{pad} FROM orgs{only_with_consents}",
+        f"SELECT 'r', resource_id, NULL{pad} FROM roles{only_with_consents}",
+        f"SELECT 'p', resource_id, NULL{pad} FROM pracs{only_with_consents}",
+        f"SELECT 'c', resource_id, content{pad} FROM cons",
+        f"SELECT 't', a.pid, NULL{pad} FROM {among} a WHERE {reach}",
+    ])
+    recursive = "RECURSIVE " if units else ""
+    return f"\nWITH {recursive}{', '.join(ctes)}\n{branches}\n"
 
 
 #: by (sqlite, with_read, units)
