@@ -7,6 +7,7 @@ the log (through the FHIR interactions it records) and read it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select
@@ -139,10 +140,11 @@ _APPEND_PG = (
 def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[None]] | None:
     """A function that commits entries in one round trip, or None where there is none.
 
-    PostgreSQL: :func:`append_committed`. SQLite: None, its single writer is
-    taken through the repository's write transaction (and :func:`append`).
+    :func:`append_committed`: one statement on an autocommit driver connection, on
+    PostgreSQL and on a SQLite file. None for an in-memory SQLite database (tests),
+    where the entries go through the repository's write transaction (:func:`append`).
     """
-    if repo.is_sqlite:
+    if not repo.has_autocommit_writer:
         return None
 
     async def commit(rows: Sequence[AuditEntry]) -> None:
@@ -151,15 +153,43 @@ def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[No
     return commit
 
 
+def _append_sqlite(count: int) -> str:
+    """One multi-row INSERT: SQLite makes a single statement atomic, as PostgreSQL does."""
+    row = f"({', '.join('?' * len(AUDIT_COLUMNS))})"
+    return (f"INSERT INTO audit_events ({', '.join(AUDIT_COLUMNS)}) VALUES "
+            + ", ".join([row] * count))
+
+
+# entries per SQLite statement: 18 columns each, well under SQLite's 32,766 parameters
+_SQLITE_CHUNK = 500
+
+
 async def append_committed(repo: Repository, rows: Sequence[AuditEntry]) -> None:
-    """Insert entries with one ``INSERT ... SELECT FROM unnest(...)`` on an autocommit
-    driver connection (PostgreSQL): committed when this returns."""
+    """Insert entries with one statement on an autocommit driver connection: committed
+    when this returns. PostgreSQL: ``INSERT ... SELECT FROM unnest(...)``; SQLite: a
+    multi-row ``INSERT ... VALUES`` in the process's write slot (a batch larger than
+    ``_SQLITE_CHUNK`` is one transaction of several)."""
     if not rows:
         return
-    columns = [[row[c] for row in rows] for c in AUDIT_COLUMNS]
     try:
-        async with repo.driver_connection() as driver:
-            await driver.execute(_APPEND_PG, *columns)
+        async with repo.autocommit_writer() as driver:
+            if not repo.is_sqlite:
+                await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
+                return
+            chunks = [rows[i:i + _SQLITE_CHUNK] for i in range(0, len(rows), _SQLITE_CHUNK)]
+            if len(chunks) > 1:
+                await driver.execute("BEGIN IMMEDIATE")
+            try:
+                for chunk in chunks:
+                    await driver.execute(_append_sqlite(len(chunk)),
+                                         [row[c] for row in chunk for c in AUDIT_COLUMNS])
+                if len(chunks) > 1:
+                    await driver.execute("COMMIT")
+            except BaseException:
+                if len(chunks) > 1:
+                    with suppress(Exception):  # the statement's own error is the one to raise
+                        await driver.execute("ROLLBACK")
+                raise
     except Exception as error:
         _report(error)
         raise

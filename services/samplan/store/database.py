@@ -276,6 +276,12 @@ class DriverPool:
         self._sqlite_all: list[Any] = []
         self._opening = asyncio.Lock()
 
+    @property
+    def reaches_database(self) -> bool:
+        """False for an in-memory SQLite database: that lives in the engine's connection,
+        and a connection of this pool would open an empty one of its own."""
+        return self.engine.dialect.name != "sqlite" or self._file is not None
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         if self._file is not None:
@@ -333,6 +339,9 @@ class DriverPool:
                     conn = await aiosqlite.connect(self._file or "", isolation_level=None,
                                                    timeout=30)
                     await conn.execute("PRAGMA busy_timeout=30000")
+                    # as the writer's: a commit made here (the access log's) is durable
+                    # at the next checkpoint in WAL mode, not fsynced one by one
+                    await conn.execute("PRAGMA synchronous=NORMAL")
                     self._sqlite_all.append(conn)
                     queue.put_nowait(conn)
                 self._sqlite = queue

@@ -169,6 +169,25 @@ class Repository:
         async with self._driver.connection() as conn:
             yield conn
 
+    @property
+    def has_autocommit_writer(self) -> bool:
+        """Whether :meth:`autocommit_writer` reaches this database (not an in-memory SQLite
+        one: that lives in the engine's own connection only)."""
+        return self._driver.reaches_database
+
+    @asynccontextmanager
+    async def autocommit_writer(self) -> AsyncIterator[Any]:
+        """A driver connection for a write that is one self-committing statement (the
+        access log's group commit): a statement, not a BEGIN, a statement and a COMMIT
+        through SQLAlchemy. On SQLite it waits for the process's write slot, as every
+        write does, so it never meets another writer in the busy handler."""
+        if self.is_sqlite:
+            async with self._sqlite_write_lock, self._driver.connection() as conn:
+                yield conn
+        else:
+            async with self._driver.connection() as conn:
+                yield conn
+
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         async with self.driver_connection() as driver:
             if self.is_sqlite:
