@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import cache
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -62,7 +63,7 @@ async def append(conn: AsyncConnection, rows: Sequence[AuditEntry]) -> None:
     try:
         if conn.dialect.name == "postgresql":  # one prepared statement on the driver (issue 7)
             driver = await driver_of(conn)
-            await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
+            await driver.execute(_APPEND_PG, *_pg_arrays(rows))
             return
         await conn.execute(insert(audit_events), rows)
     except Exception as error:
@@ -137,6 +138,11 @@ _APPEND_PG = (
 )
 
 
+def _pg_arrays(rows: Sequence[AuditEntry]) -> list[list[object]]:
+    """The entries as one array per column, the parameters of ``_APPEND_PG``."""
+    return [[row[c] for row in rows] for c in AUDIT_COLUMNS]
+
+
 def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[None]] | None:
     """A function that commits entries in one round trip, or None where there is none.
 
@@ -153,6 +159,7 @@ def committer(repo: Repository) -> Callable[[Sequence[AuditEntry]], Awaitable[No
     return commit
 
 
+@cache  # one text per batch size (at most _SQLITE_CHUNK): sqlite3 caches its plan by text
 def _append_sqlite(count: int) -> str:
     """One multi-row INSERT: SQLite makes a single statement atomic, as PostgreSQL does."""
     row = f"({', '.join('?' * len(AUDIT_COLUMNS))})"
@@ -174,19 +181,20 @@ async def append_committed(repo: Repository, rows: Sequence[AuditEntry]) -> None
     try:
         async with repo.autocommit_writer() as driver:
             if not repo.is_sqlite:
-                await driver.execute(_APPEND_PG, *([row[c] for row in rows] for c in AUDIT_COLUMNS))
+                await driver.execute(_APPEND_PG, *_pg_arrays(rows))
                 return
             chunks = [rows[i:i + _SQLITE_CHUNK] for i in range(0, len(rows), _SQLITE_CHUNK)]
-            if len(chunks) > 1:
+            several = len(chunks) > 1  # one statement is atomic by itself; several need BEGIN
+            if several:
                 await driver.execute("BEGIN IMMEDIATE")
             try:
                 for chunk in chunks:
                     await driver.execute(_append_sqlite(len(chunk)),
                                          [row[c] for row in chunk for c in AUDIT_COLUMNS])
-                if len(chunks) > 1:
+                if several:
                     await driver.execute("COMMIT")
             except BaseException:
-                if len(chunks) > 1:
+                if several:
                     with suppress(Exception):  # the statement's own error is the one to raise
                         await driver.execute("ROLLBACK")
                 raise

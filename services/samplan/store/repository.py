@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -181,12 +181,10 @@ class Repository:
         access log's group commit): a statement, not a BEGIN, a statement and a COMMIT
         through SQLAlchemy. On SQLite it waits for the process's write slot, as every
         write does, so it never meets another writer in the busy handler."""
-        if self.is_sqlite:
-            async with self._sqlite_write_lock, self._driver.connection() as conn:
-                yield conn
-        else:
-            async with self._driver.connection() as conn:
-                yield conn
+        slot: AbstractAsyncContextManager[object] = (
+            self._sqlite_write_lock if self.is_sqlite else nullcontext())
+        async with slot, self._driver.connection() as conn:
+            yield conn
 
     async def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
         async with self.driver_connection() as driver:
