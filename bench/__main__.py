@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench import client, indicators, load, report, servers
+from bench import bulk, client, indicators, load, report, servers
 from bench.scenarios import CEILING, MODES, SCENARIOS, Sample, Scenario, server_features
 
 DEFAULT_PATIENTS = 10_000
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                 "(reused when it holds the dataset)")
     p.add_argument("--sample", type=int, default=10_000, help="ids drawn from the dataset (10,000)")
     p.add_argument("--seed", type=int, default=7, help="dataset seed")
+    p.add_argument("--notes", type=int,
+                   help=f"notes for the import-notes row (default {bulk.DEFAULT_NOTES:,}; "
+                        f"--quick {bulk.QUICK_NOTES})")
     p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling app (no ratios)")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="write bench/BASELINE.md (default: yes, except with --quick)")
@@ -59,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.patients = args.patients or (QUICK_PATIENTS if args.quick else DEFAULT_PATIENTS)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.notes = args.notes or (bulk.QUICK_NOTES if args.quick else bulk.DEFAULT_NOTES)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in args.backends:
         if b not in ("sqlite", "postgres"):
@@ -152,7 +156,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
             plan: list[tuple[str, Scenario]] = []
             compares = {s.compare for s in args.scenarios}
             for s in args.scenarios:
-                if s.latency or s.timed:
+                if s.latency or s.timed or s.command:
                     continue
                 for c in CEILING:  # each ceiling scenario just before its first user
                     if ceiling_origin and c.name in compares and c.name == s.compare \
@@ -195,6 +199,9 @@ def run_backend(backend: str, url: str, args: argparse.Namespace,
                     skipped="measured with auth and audit off only (its CarePlan has no CareTeam)"))
                 continue
             rows.append(measure_notify(url, s, args, backend=backend, mode=mode))
+    for s in (s for s in args.scenarios if s.command):  # after the servers: the cores are its
+        rows.append(bulk.measure(url, s, backend=backend, workdir=args.workdir,
+                                 notes=args.notes, log=log))
 
 
 def check_auth(origin: str, sample: Sample, headers: dict[str, str]) -> None:

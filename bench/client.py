@@ -29,7 +29,7 @@ LUA_SCRIPT = Path(__file__).with_name("wrk") / "scenario.lua"
 class Workload:
     """What one scenario sends (see bench/scenarios.py)."""
 
-    mode: Literal["get", "update", "post", "notify", "indicators"]
+    mode: Literal["get", "update", "post", "notify", "indicators", "command"]
     paths: list[str] = field(default_factory=list)  # get/update: pick one at random
     path: str = ""  # post: where to
     templates: list[str] = field(default_factory=list)  # post: bodies with placeholders

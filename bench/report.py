@@ -209,6 +209,13 @@ def targets(rows: list[Row], patients: int) -> list[dict[str, str]]:
         if note:
             add(f"$import-note throughput ({backend}, auth+audit off; no target in the issue)",
                 f"{note.rps:,.1f} notes/s, p50 {note.p50_ms:.0f} ms", None)
+        backlog = _find(rows, backend, "import-notes")
+        if backlog:
+            add(f"`samplan import-notes DIR`: ≥ 150 notes/s in one process ({backend}; issue 15"
+                + ("" if backend == "postgres" else ", which asks it of PostgreSQL") + ")",
+                f"{backlog.rps:,.0f} notes/s ({backlog.ok:,} notes, {backlog.errors} failed; "
+                f"{backlog.seconds:.0f} s with the command's start)",
+                backlog.rps >= 150 if backend == "postgres" else None)
         notify = _find(rows, backend, "notify")
         if notify:
             add(f"notification commit -> receipt ({backend}; no target in the issue)",

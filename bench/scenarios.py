@@ -52,6 +52,8 @@ class Scenario:
     latency: bool = False
     # a timed row, one request at a time on the mode's server (indicators: bench/indicators.py)
     timed: bool = False
+    # a command, not a server: `samplan import-notes DIR` on the backend (bench/bulk.py)
+    command: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,10 @@ def _indicators(_: Sample) -> Workload:
     return Workload("indicators")  # run by bench/indicators.py: measure, one request at a time
 
 
+def _import_notes(_: Sample) -> Workload:
+    return Workload("command")  # run by bench/bulk.py: `samplan import-notes DIR`, once
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("read", "read CarePlan by id", "read", _read),
     Scenario("search", "search CarePlan?patient=&_include=CarePlan:care-team", "read", _search),
@@ -133,6 +139,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              "none", _notify, latency=True),
     Scenario("indicators", "all 7 $evaluate-measure, one year (ms a pass)", "none",
              _indicators, needs=frozenset({"operation:evaluate-measure"}), timed=True),
+    Scenario("import-notes", "samplan import-notes DIR: a backlog, one process (notes/s)",
+             "none", _import_notes, command=True),
 )
 
 # The ceiling app (bench/ceiling.py) implements exactly these two.
