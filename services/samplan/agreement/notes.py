@@ -66,11 +66,13 @@ class AgreementNotes:
 
         note_id = agreement.note_id or parsed.note.note_id
         by_note = [("identifier", f"{COSMIC_NOTE_ID_SYSTEM}|{note_id}")]
-        already = await self._search(tx, "CarePlan", by_note)
-        if already:
-            return ImportResult(False, False, already[0], await self._bundle_of(tx, already[0]),
-                                parsed.warnings)
+        # Asked first without reach, which discloses nothing: most notes are new, and a
+        # guarded search costs the caller's reach (and a log entry) to find nothing.
         if await tx.exists_unseen("CarePlan", by_note):
+            already = await self._search(tx, "CarePlan", by_note)
+            if already:
+                return ImportResult(False, False, already[0],
+                                    await self._bundle_of(tx, already[0]), parsed.warnings)
             raise Conflict(f"The note {note_id!r} was already imported, into an agreement "
                            "outside your reach.", ["note.id"])
 
@@ -112,7 +114,10 @@ class AgreementNotes:
     async def _active_agreement(
         self, tx: GuardedTx, pnr: str, unit_hsa: str | None
     ) -> tuple[StoredResource, StoredResource | None] | None:
-        patients = await self._search(tx, "Patient", [("identifier", pnr)])
+        by_number = [("identifier", pnr)]
+        if not await tx.exists_unseen("Patient", by_number):  # a new patient: no reach asked
+            return None
+        patients = await self._search(tx, "Patient", by_number)
         if not patients:
             return None
         org_id = None

@@ -895,8 +895,9 @@ class GuardedTx:
         return stored
 
     async def exists_unseen(self, resource_type: str, params: list[tuple[str, str]]) -> bool:
-        """Whether something the caller may *not* see matches (for refusing a duplicate
-        without showing it, e.g. a note imported into another unit's plan)."""
+        """Whether anything matches, in the caller's reach or not: nothing of it is shown
+        or logged (for refusing a duplicate without showing it, e.g. a note imported into
+        another unit's plan, and for skipping a guarded search that would find nothing)."""
         query = self.parse_query(resource_type, params)
         query.count = 1
         return bool((await self._tx.search(query)).matches)
