@@ -119,3 +119,52 @@ class TestIfMatch:
         assert current.version_id == 2
         assert await stored_rows(services, rid) == expected_rows(
             services, orjson.loads(current.content or b"{}"))
+
+
+class _Allow:
+    """A writer that allows every write (the gate's TxGuard is tested elsewhere)."""
+
+    async def before_write(self, *_: Any) -> None:
+        return None
+
+    async def before_commit(self, _tx: Any) -> None:
+        return None
+
+
+async def write_then_fail(repo: Any) -> None:
+    """A create of ``fresh`` and an update of ``kept``, then an error before the commit."""
+    async with repo.transaction(_Allow()) as tx:
+        await tx.write(make_plan(goals=("g9",)), resource_id="fresh", current=None,
+                       method="POST")
+        current = await tx.current("CarePlan", "kept")
+        await tx.write({**make_plan(title="Efter"), "id": "kept"}, resource_id="kept",
+                       current=current, method="PUT")
+        raise RuntimeError("after the writes")
+
+
+class TestAFailureAfterTheWritesLeavesNothing:
+    """The write statements (on SQLite sent to the driver itself, inside the transaction
+    SQLAlchemy began) are undone with everything else when the transaction fails."""
+
+    async def test_a_create_and_an_update_before_an_error_are_rolled_back(
+        self, services: Services
+    ) -> None:
+        before = await put(services, "kept", make_plan(title="Före"))
+        repo = services.gate.service.repo
+
+        with pytest.raises(RuntimeError, match="after the writes"):
+            await write_then_fail(repo)
+
+        assert await repo.read("CarePlan", "fresh") is None
+        assert await stored_rows(services, "fresh") == {
+            "idx_token": Counter(), "idx_reference": Counter(), "idx_date": Counter(),
+            "idx_string": Counter()}
+        kept = await repo.read("CarePlan", "kept")
+        assert kept is not None
+        assert kept.version_id == 1
+        assert orjson.loads(kept.content or b"{}")["title"] == before["title"]
+        assert await stored_rows(services, "kept") == expected_rows(services, before)
+        async with services.gate.engine.connect() as conn:
+            versions = (await conn.execute(select(resource_versions.c.resource_id).where(
+                resource_versions.c.resource_type == "CarePlan"))).scalars().all()
+        assert sorted(versions) == ["kept"]
