@@ -18,6 +18,7 @@ from samplan.api.deps import Services
 from samplan.fhir.errors import PreconditionFailed
 from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
+from samplan.fhir.stored import WriteConflict
 from samplan.store.tables import idx_date, idx_reference, idx_string, idx_token, resource_versions
 
 Json = dict[str, Any]
@@ -168,3 +169,22 @@ class TestAFailureAfterTheWritesLeavesNothing:
             versions = (await conn.execute(select(resource_versions.c.resource_id).where(
                 resource_versions.c.resource_type == "CarePlan"))).scalars().all()
         assert sorted(versions) == ["kept"]
+
+    async def test_a_second_create_at_one_id_is_a_write_conflict(self, services: Services) -> None:
+        """What the database refuses (here its key) is a WriteConflict on both, from
+        SQLAlchemy's statements or the drivers' own, and nothing of it stays."""
+        await put(services, "taken", make_plan(title="Först"))
+        repo = services.gate.service.repo
+
+        with pytest.raises(WriteConflict):
+            await create_at(repo, "taken")
+
+        kept = await repo.read("CarePlan", "taken")
+        assert kept is not None
+        assert kept.version_id == 1
+
+
+async def create_at(repo: Any, resource_id: str) -> None:
+    async with repo.transaction(_Allow()) as tx:
+        await tx.write(make_plan(title="Andra"), resource_id=resource_id, current=None,
+                       method="POST")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -287,7 +288,8 @@ class Repository:
                             await hook(tx)
                     except IntegrityError as exc:
                         raise WriteConflict(str(exc.orig)) from exc
-                    except IntegrityConstraintViolationError as exc:  # from the driver itself
+                    except (IntegrityConstraintViolationError,  # from the drivers themselves
+                            sqlite3.IntegrityError) as exc:
                         raise WriteConflict(str(exc)) from exc
             except Exception as exc:
                 # SQLAlchemy invalidates a connection its own statements found lost; one a
