@@ -8,25 +8,24 @@ the caller reaches everyone (reach is tested in tests/security/test_http_indicat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from conftest import empty_tables
-from samplan.api.deps import Services
+from support import read_only_world
 from support.indicator_world import (
     PROVIDER,
     UNITS,
     World,
     counts,
     expected,
-    generate,
-    load,
     month_end,
 )
+
+# fixtures: the world loaded once per database for this module, which only reads it
+client, world = read_only_world.client, read_only_world.world
 
 MEASURES = (
     "rub5-utan-fast-lakarkontakt",
@@ -39,27 +38,6 @@ MEASURES = (
 )
 POPULATION = "http://terminology.hl7.org/CodeSystem/measure-population"
 BASE = "https://samplan.se/fhir"
-
-
-@pytest.fixture(scope="module")
-async def world(app_services: tuple[object, Services]) -> World:
-    """Loaded once per database for the module: every test here only reads it."""
-    _, services = app_services
-    await empty_tables(services)
-    generated = generate()
-    await load(services, generated)
-    return generated
-
-
-@pytest.fixture
-async def client(
-    app_services: tuple[object, Services], world: World,  # noqa: ARG001 (loaded, not emptied)
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The shared ``client``, on the module's world instead of emptied tables."""
-    app, _ = app_services
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://samplan.test") as c:
-        yield c
 
 
 async def evaluate(client: httpx.AsyncClient, measure: str, **params: str) -> dict[str, Any]:

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import empty_tables
 from samplan.api.deps import Services
 from samplan.store.tables import audit_events
+from support import read_only_world
 from support.indicator_world import UNITS, World, expected, generate, load, month_end
+
+# fixtures: the world loaded once per database for the readers (the token tests at the
+# end load their own into the secure app's emptied tables)
+client, world = read_only_world.client, read_only_world.world
 
 Mint = Callable[..., str]
 TRENDS = ("rub5-utan-fast-lakarkontakt", "rub5-med-sip", "rub45-med-overenskommelse",
@@ -72,28 +76,6 @@ def tables_of(html: str) -> dict[str, list[list[str]]]:
 
 def share(num: int, den: int) -> str:
     return f"{round(num / den * 100)} %" if den else "–"
-
-
-@pytest.fixture(scope="module")
-async def world(app_services: tuple[object, Services]) -> World:
-    """Loaded once per database for the module's readers (``client``). The token tests at
-    the end load their own into the secure app's emptied tables."""
-    _, services = app_services
-    await empty_tables(services)
-    generated = generate()
-    await load(services, generated)
-    return generated
-
-
-@pytest.fixture
-async def client(
-    app_services: tuple[object, Services], world: World,  # noqa: ARG001 (loaded, not emptied)
-) -> AsyncIterator[httpx.AsyncClient]:
-    """The shared ``client``, on the module's world instead of emptied tables."""
-    app, _ = app_services
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://samplan.test") as c:
-        yield c
 
 
 class TestThePageShowsEachIndicatorMonthByMonthAndPerUnit:

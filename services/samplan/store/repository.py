@@ -324,9 +324,17 @@ class WriteTx:
     _driver: Any = field(default=None, repr=False)
 
     async def driver(self) -> Any:
-        """PostgreSQL: the asyncpg connection of this transaction (see :func:`driver_of`)."""
+        """The driver's connection of this transaction: asyncpg (see :func:`driver_of`), or
+        aiosqlite, whose transaction ``conn.begin()`` opened at once (``BEGIN IMMEDIATE``
+        in the engine's begin event, store/database.py), so no statement is needed first."""
         if self._driver is None:
-            self._driver = await driver_of(self.conn)
+            if self.repo.is_sqlite:
+                sync = self.conn.sync_connection
+                assert sync is not None, "a connection checked out"
+                assert sync.in_transaction(), "inside the write's transaction"
+                self._driver = sync.connection.driver_connection
+            else:
+                self._driver = await driver_of(self.conn)
         return self._driver
 
     async def _first_or_driver(self, sql: str, *args: Any) -> Any:
@@ -352,14 +360,6 @@ class WriteTx:
         to a quarter of an embedded write's time went to it)."""
         return self.repo.is_sqlite and isinstance(self.conn, AsyncConnection)
 
-    def _sqlite_driver(self) -> Any:
-        if self._driver is None:
-            sync = self.conn.sync_connection
-            assert sync is not None, "a connection checked out"
-            assert sync.in_transaction(), "inside the write's transaction"
-            self._driver = sync.connection.driver_connection
-        return self._driver
-
     async def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current row, locked against other writers until this transaction ends."""
         if self.on_driver:
@@ -368,7 +368,7 @@ class WriteTx:
                 return None
             return StoredResource(pg[0], pg[1], pg[2], pg[3], pg[4], pg[5])
         if self.on_sqlite_driver:
-            rows = await self._sqlite_driver().execute_fetchall(
+            rows = await (await self.driver()).execute_fetchall(
                 _READ_SQLITE, (resource_type, resource_id))
             if not rows:
                 return None
@@ -512,10 +512,8 @@ class WriteTx:
         replaced = () if current is None else (current.version_id,)
         arrays: list[list[Any]] = []
         if rows is not None:  # one array per column, tables and columns as _INDEX_COLUMNS
-            tokens = [(p, s, c[:255]) for p, s, c in rows.tokens]
-            every: tuple[Sequence[tuple[Any, ...]], ...] = (
-                tokens, rows.references, rows.dates, rows.strings)
-            for table_rows, columns in zip(every, _INDEX_COLUMNS.values(), strict=True):
+            for table_rows, columns in zip(_by_table(rows), _INDEX_COLUMNS.values(),
+                                           strict=True):
                 arrays += [[row[i] for row in table_rows] for i in range(len(columns))]
         row = await self._first_or_driver(
             _WRITE_PG[current is not None, rows is not None],
@@ -531,7 +529,7 @@ class WriteTx:
     ) -> None:
         """SQLite: what :meth:`_append` and the index inserts do, sent to aiosqlite (one
         ``executemany`` an index table). ``rows`` None: a deletion."""
-        driver = self._sqlite_driver()
+        driver = await self.driver()
         key = (stored.resource_type, stored.resource_id)
         await driver.execute(_INSERT_VERSION_SQLITE, (
             *key, stored.version_id, stored.last_updated, stored.method, stored.deleted,
@@ -549,10 +547,7 @@ class WriteTx:
                 await driver.execute(delete_sql, key)
         if rows is None:
             return
-        tokens = [(p, s, c[:255]) for p, s, c in rows.tokens]
-        every: tuple[Sequence[tuple[Any, ...]], ...] = (
-            tokens, rows.references, rows.dates, rows.strings)
-        for insert_sql, table_rows in zip(_INSERT_INDEX_SQLITE, every, strict=True):
+        for insert_sql, table_rows in zip(_INSERT_INDEX_SQLITE, _by_table(rows), strict=True):
             if table_rows:
                 await driver.executemany(insert_sql, [(*key, *row) for row in table_rows])
 
@@ -606,6 +601,13 @@ _INDEX_COLUMNS = {
                       for c in table.c if c.name not in ("resource_type", "resource_id"))
     for table in INDEX_TABLES
 }
+
+
+def _by_table(rows: IndexRows) -> tuple[Sequence[tuple[Any, ...]], ...]:
+    """The index rows per table, in ``_INDEX_COLUMNS``' order (a token's code as stored:
+    at most 255 characters)."""
+    tokens = [(p, s, c[:255]) for p, s, c in rows.tokens]
+    return tokens, rows.references, rows.dates, rows.strings
 
 
 def _write_pg_sql(*, replacing: bool, index: bool) -> str:
