@@ -154,6 +154,9 @@ def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
     false_ = "0" if sqlite else "false"
     pad = ", NULL, NULL, NULL" if with_read else ""
     null_bytes = "NULL" if sqlite else "NULL::bytea"  # the first branch types the column
+    # a system token names no employee: without this, PostgreSQL's generic plan reads
+    # every Practitioner's identifier to find none
+    no_staff = "" if sqlite else " AND cardinality($3::text[]) > 0"
     ctes: list[str] = []
     named = f"""SELECT resource_id FROM idx_token WHERE resource_type = 'Organization'
     AND param = 'identifier' AND system = {p(1)} AND {member('code', 2)}"""
@@ -164,14 +167,14 @@ def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
   UNION SELECT {p(5)} WHERE {p(4)} = 'Patient'
 )""")
     if with_read and units:
-        # one step up from each organisation (partOf is 0..1); on SQLite as a lookup per
-        # row, since a join there builds a Bloom filter over idx_reference at every step
+        # one step up from each organisation (partOf is 0..1), as an index lookup per
+        # row: a join there builds a Bloom filter over idx_reference at every step on
+        # SQLite, and on PostgreSQL's generic plan reads every unit's partOf at every
+        # step (a cost that grows with the region's units)
         step = """SELECT org, (SELECT l.target_id FROM idx_reference l
     WHERE l.resource_type = 'Organization' AND l.resource_id = up.above
       AND l.param = 'partof' AND l.target_type = 'Organization')
-  FROM up WHERE above IS NOT NULL""" if sqlite else """SELECT up.org, l.target_id FROM up
-  JOIN idx_reference l ON l.resource_type = 'Organization' AND l.resource_id = up.above
-    AND l.param = 'partof' AND l.target_type = 'Organization'"""
+  FROM up WHERE above IS NOT NULL"""
         ctes.append(f"""named AS (
   {named}
 ), about AS (
@@ -225,7 +228,7 @@ def _facts_sql(sqlite: bool, *, with_read: bool, units: bool) -> str:
     AND target_id IN (SELECT resource_id FROM orgs)
 ), pracs AS (
   SELECT resource_id FROM idx_token WHERE resource_type = 'Practitioner'
-    AND param = 'identifier' AND system = {p(1)} AND {member('code', 3)}
+    AND param = 'identifier' AND system = {p(1)} AND {member('code', 3)}{no_staff}
 ), cons AS (
   SELECT c.resource_id, c.content FROM resources c
   WHERE c.resource_type = 'Consent' AND c.deleted = {false_}{about_patients if with_read else ''}
