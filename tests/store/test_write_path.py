@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from samplan.api.deps import Services
 from samplan.fhir.errors import PreconditionFailed
+from samplan.fhir.identifiers import HSA_SYSTEM
 from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.stored import WriteConflict
@@ -188,3 +189,56 @@ async def create_at(repo: Any, resource_id: str) -> None:
     async with repo.transaction(_Allow()) as tx:
         await tx.write(make_plan(title="Andra"), resource_id=resource_id, current=None,
                        method="POST")
+
+
+class TestTheIdentifierLookupInATransaction:
+    """``WriteTx.by_identifiers`` (conditional creates, the one-personnummer rule, a note's
+    duplicate check) answers as an identifier search would: by type, system and code, a
+    token without a system only when asked without one, no deleted resource, oldest
+    first; each wanted identifier on its own."""
+
+    async def test_it_finds_what_a_search_finds_and_nothing_else(
+        self, services: Services
+    ) -> None:
+        def org(name: str, *tokens: tuple[str | None, str]) -> Json:
+            return {"resourceType": "Organization", "name": name, "identifier": [
+                {"value": code} if system is None else {"system": system, "value": code}
+                for system, code in tokens]}
+
+        hsa = HSA_SYSTEM
+        service = services.gate.as_service()
+        first = (await service.create("Organization", org("A", (hsa, "SE2321000073-1001")))).stored
+        second = (await service.create("Organization", org("B", (hsa, "SE2321000073-1001"),
+                                                           ("urn:x", "7")))).stored
+        gone = (await service.create("Organization", org("C", (hsa, "SE2321000073-1003")))).stored
+        await service.delete("Organization", gone.resource_id)
+        bare = (await service.create("Organization", org("D", (None, "SE2321000073-1001")))).stored
+        wanted: list[tuple[str, str | None, str]] = [
+            ("Organization", hsa, "SE2321000073-1001"), ("Organization", "urn:x", "7"),
+            ("Organization", hsa, "SE2321000073-1003"), ("Organization", None, "SE2321000073-1001"),
+            ("Patient", hsa, "SE2321000073-1001"), ("Organization", "urn:x", "SE2321000073-1001")]
+        async with services.gate.service.repo.transaction(_Allow()) as tx:
+            await tx.lock("begin")  # the lookup on a transaction that has begun
+            found = await tx.by_identifiers(wanted)
+        ids = {key: [s.resource_id for s in stored] for key, stored in found.items()}
+        assert ids == {
+            ("Organization", hsa, "SE2321000073-1001"): [first.resource_id, second.resource_id],
+            ("Organization", "urn:x", "7"): [second.resource_id],
+            ("Organization", hsa, "SE2321000073-1003"): [],
+            ("Organization", None, "SE2321000073-1001"): [bare.resource_id],
+            ("Patient", hsa, "SE2321000073-1001"): [],
+            ("Organization", "urn:x", "SE2321000073-1001"): [],
+        }
+        assert found[("Organization", "urn:x", "7")][0].content == second.content
+
+    async def test_before_the_transaction_has_begun_it_answers_the_same(
+        self, services: Services
+    ) -> None:
+        hsa = HSA_SYSTEM
+        created = (await services.gate.as_service().create("Organization", {
+            "resourceType": "Organization", "name": "A",
+            "identifier": [{"system": hsa, "value": "SE2321000073-1002"}]})).stored
+        async with services.gate.service.repo.transaction(_Allow()) as tx:
+            found = await tx.by_identifiers([("Organization", hsa, "SE2321000073-1002")])
+        assert [s.resource_id for s in found[("Organization", hsa, "SE2321000073-1002")]] == [
+            created.resource_id]

@@ -130,6 +130,22 @@ class SearchQuery:
     subsetting: Subsetting | None = None
 
 
+def single_identifier(query: SearchQuery) -> tuple[str | None, str] | None:
+    """``(system, code)`` when the search is exactly one identifier value with a system:
+    the one a repository can answer by its identifier lookup (``WriteTx.by_identifiers``)
+    instead of a search."""
+    if (len(query.filters) != 1 or query.includes or query.sort or query.total
+            or query.summary_count):
+        return None
+    flt = query.filters[0]
+    if flt.name != "identifier" or flt.modifier is not None or len(flt.values) != 1:
+        return None
+    value = flt.values[0]
+    if not isinstance(value, TokenValue) or value.code is None or value.system in (None, ANY):
+        return None
+    return value.system, value.code
+
+
 def parse_search(
     resource_type: str,
     params: list[tuple[str, str]],

@@ -39,7 +39,7 @@ from samplan.fhir.errors import (
 from samplan.fhir.identifiers import PERSONNUMMER_SYSTEM, SAMORDNINGSNUMMER_SYSTEM
 from samplan.fhir.registry import REGISTRY, Interaction, ResourceType
 from samplan.fhir.resource import ID_PATTERN, validate_resource
-from samplan.fhir.search import SearchQuery, parse_search
+from samplan.fhir.search import SearchQuery, parse_search, single_identifier
 from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource, WriteConflict
 from samplan.store.repository import Repository, WriteObserver, WriteTx
 
@@ -287,7 +287,7 @@ class FhirService:
                 query = self.parse_query(resource_type, params, strict=True)
             except FhirError:
                 continue  # find_one answers it, with its own error
-            token = _one_identifier(query)
+            token = single_identifier(query)
             if token is None:
                 continue
             simple[(resource_type, criteria)] = (resource_type, *token)
@@ -343,9 +343,13 @@ class FhirService:
                 continue
             await tx.lock(f"patient-identifier:{system}|{value}")
             query = self.parse_query("Patient", [("identifier", f"{system}|{value}")])
-            query.count = 2
-            others = [m for m in (await tx.search(query)).matches
-                      if m.resource_id != resource.get("id")]
+            token = single_identifier(query)
+            if token is not None:  # the identifier lookup, without a search's building
+                matches = (await tx.by_identifiers([("Patient", *token)]))[("Patient", *token)]
+            else:  # a value the search reads as more than one (a comma in it)
+                query.count = 2
+                matches = (await tx.search(query)).matches
+            others = [m for m in matches if m.resource_id != resource.get("id")]
             if others:
                 kind = "personnummer" if system == PERSONNUMMER_SYSTEM else "samordningsnummer"
                 raise Conflict(
@@ -484,22 +488,6 @@ def _check_if_match(current: StoredResource | None, if_match: str | None, label:
 
 def _criteria_lock(resource_type: str, params: list[tuple[str, str]]) -> str:
     return f"conditional:{resource_type}?{sorted(params)!r}"
-
-
-def _one_identifier(query: SearchQuery) -> tuple[str | None, str] | None:
-    """``(system, code)`` when the search is exactly one identifier value with a system."""
-    from samplan.fhir.search import ANY, TokenValue
-
-    if (len(query.filters) != 1 or query.includes or query.sort or query.total
-            or query.summary_count):
-        return None
-    flt = query.filters[0]
-    if flt.name != "identifier" or flt.modifier is not None or len(flt.values) != 1:
-        return None
-    value = flt.values[0]
-    if not isinstance(value, TokenValue) or value.code is None or value.system in (None, ANY):
-        return None
-    return value.system, value.code
 
 
 _MAX_DEPTH = 64

@@ -47,6 +47,7 @@ from samplan.fhir.search import (
     ReferenceValue,
     SearchQuery,
     TokenValue,
+    single_identifier,
 )
 from samplan.fhir.stored import HistoryPage, SearchPage, StoredResource
 from samplan.interactions import conformance as stored_conformance
@@ -899,6 +900,10 @@ class GuardedTx:
         or logged (for refusing a duplicate without showing it, e.g. a note imported into
         another unit's plan, and for skipping a guarded search that would find nothing)."""
         query = self.parse_query(resource_type, params)
+        token = single_identifier(query)
+        if token is not None:  # the identifier lookup, without a search's building
+            return bool((await self._tx.by_identifiers([(resource_type, *token)]))[
+                (resource_type, *token)])
         query.count = 1
         return bool((await self._tx.search(query)).matches)
 

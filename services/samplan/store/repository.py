@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+import orjson
 from asyncpg.exceptions import IntegrityConstraintViolationError
 from sqlalchemy import (
     BigInteger,
@@ -413,6 +414,24 @@ class WriteTx:
         found: dict[tuple[str, str | None, str], list[StoredResource]] = {w: [] for w in wanted}
         if not wanted:
             return found
+        if self.on_sqlite_driver or (self.on_driver and (
+                self._driver is not None or begun(self.conn))):
+            # fixed SQL (issue 15): building the OR of one clause per identifier with
+            # SQLAlchemy cost a note's import more than the database's answer did (on
+            # PostgreSQL once the transaction has begun: see _first_or_driver)
+            types, systems, codes = (list(column) for column in zip(*wanted, strict=True))
+            driver = await self.driver()
+            if self.on_driver:
+                rows: Any = await driver.fetch(_BY_IDENTIFIERS_PG, types, systems, codes)
+            else:
+                rows = await driver.execute_fetchall(
+                    _BY_IDENTIFIERS_SQLITE, (orjson.dumps(wanted).decode(),))
+            for row in rows:
+                key = (row[0], row[1], row[2])
+                if key in found:
+                    found[key].append(StoredResource(row[3], row[4], row[5], row[6],
+                                                     bool(row[7]), row[8]))
+            return found
         t, r = idx_token.c, resources.c
         stmt = select(t.resource_type, t.system, t.code, *_RESOURCE_COLUMNS).join(
             resources, and_(r.resource_type == t.resource_type,
@@ -589,6 +608,23 @@ class WriteTx:
 _LOCK_PG = _READ_PG + " FOR UPDATE"
 # the keys come sorted: unnest keeps an array's order, so every writer locks in one order
 _LOCK_MANY_PG = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k"
+# WriteTx.by_identifiers: the wanted (type, system, code) as three arrays, or as one JSON
+# array of triples on SQLite; an absent system matches a token without one
+_BY_IDENTIFIERS_COLUMNS = ("t.resource_type, t.system, t.code, r.resource_type, r.resource_id, "
+                           "r.version_id, r.last_updated, r.deleted, r.content")
+_BY_IDENTIFIERS_PG = f"""SELECT {_BY_IDENTIFIERS_COLUMNS}
+FROM unnest($1::text[], $2::text[], $3::text[]) AS w(resource_type, system, code)
+JOIN idx_token t ON t.resource_type = w.resource_type AND t.param = 'identifier'
+  AND t.code = w.code AND t.system IS NOT DISTINCT FROM w.system
+JOIN resources r ON r.resource_type = t.resource_type AND r.resource_id = t.resource_id
+WHERE NOT r.deleted ORDER BY r.last_updated, r.resource_id"""
+_BY_IDENTIFIERS_SQLITE = f"""SELECT {_BY_IDENTIFIERS_COLUMNS}
+FROM json_each(?) AS w
+JOIN idx_token t ON t.resource_type = json_extract(w.value, '$[0]') AND t.param = 'identifier'
+  AND t.code = json_extract(w.value, '$[2]')
+  AND t.system IS json_extract(w.value, '$[1]')
+JOIN resources r ON r.resource_type = t.resource_type AND r.resource_id = t.resource_id
+WHERE r.deleted = 0 ORDER BY r.last_updated, r.resource_id"""
 
 
 def _lock_number(key: str) -> int:
