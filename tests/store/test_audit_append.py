@@ -48,3 +48,33 @@ class TestAppendCommitted:
         # and the write slot is free again: the next batch commits
         await audit_store.append_committed(repo, [entry(n) for n in range(3)])
         assert await logged(services) == 3
+
+
+class _Allow:
+    async def before_write(self, *_: object) -> None:
+        return None
+
+    async def before_commit(self, _tx: object) -> None:
+        return None
+
+
+class TestAppendInAWriteTransaction:
+    """Entries appended in a write's own transaction (the gate's TxGuard) commit with the
+    write and are rolled back with it, on the driver path of both databases."""
+
+    async def test_they_commit_with_the_write_in_several_statements(
+        self, services: Services
+    ) -> None:
+        async with services.gate.service.repo.transaction(_Allow()) as tx:
+            await audit_store.append(tx.conn, [entry(n) for n in range(ENTRIES)])
+        assert await logged(services) == ENTRIES
+
+    async def test_they_are_rolled_back_with_it(self, services: Services) -> None:
+        class Failed(Exception):
+            pass
+
+        with pytest.raises(Failed):
+            async with services.gate.service.repo.transaction(_Allow()) as tx:
+                await audit_store.append(tx.conn, [entry(n) for n in range(3)])
+                raise Failed
+        assert await logged(services) == 0
