@@ -414,34 +414,31 @@ class WriteTx:
         found: dict[tuple[str, str | None, str], list[StoredResource]] = {w: [] for w in wanted}
         if not wanted:
             return found
+        rows: Any
         if self.on_sqlite_driver or (self.on_driver and (
                 self._driver is not None or begun(self.conn))):
             # fixed SQL (issue 15): building the OR of one clause per identifier with
             # SQLAlchemy cost a note's import more than the database's answer did (on
             # PostgreSQL once the transaction has begun: see _first_or_driver)
-            types, systems, codes = (list(column) for column in zip(*wanted, strict=True))
             driver = await self.driver()
             if self.on_driver:
-                rows: Any = await driver.fetch(_BY_IDENTIFIERS_PG, types, systems, codes)
+                types, systems, codes = (list(column) for column in zip(*wanted, strict=True))
+                rows = await driver.fetch(_BY_IDENTIFIERS_PG, types, systems, codes)
             else:
                 rows = await driver.execute_fetchall(
                     _BY_IDENTIFIERS_SQLITE, (orjson.dumps(wanted).decode(),))
-            for row in rows:
-                key = (row[0], row[1], row[2])
-                if key in found:
-                    found[key].append(StoredResource(row[3], row[4], row[5], row[6],
-                                                     bool(row[7]), row[8]))
-            return found
-        t, r = idx_token.c, resources.c
-        stmt = select(t.resource_type, t.system, t.code, *_RESOURCE_COLUMNS).join(
-            resources, and_(r.resource_type == t.resource_type,
-                            r.resource_id == t.resource_id)).where(
-            t.param == "identifier", r.deleted == false(),
-            or_(*(and_(t.resource_type == rtype,
-                       t.system.is_(None) if system is None else t.system == system,
-                       t.code == code) for rtype, system, code in wanted)),
-        ).order_by(r.last_updated, r.resource_id)
-        for row in (await self.conn.execute(stmt)).all():
+        else:
+            t, r = idx_token.c, resources.c
+            rows = (await self.conn.execute(select(
+                t.resource_type, t.system, t.code, *_RESOURCE_COLUMNS).join(
+                resources, and_(r.resource_type == t.resource_type,
+                                r.resource_id == t.resource_id)).where(
+                t.param == "identifier", r.deleted == false(),
+                or_(*(and_(t.resource_type == rtype,
+                           t.system.is_(None) if system is None else t.system == system,
+                           t.code == code) for rtype, system, code in wanted)),
+            ).order_by(r.last_updated, r.resource_id))).all()
+        for row in rows:
             key = (row[0], row[1], row[2])
             if key in found:
                 found[key].append(StoredResource(row[3], row[4], row[5], row[6], bool(row[7]),
