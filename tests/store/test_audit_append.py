@@ -73,8 +73,11 @@ class TestAppendInAWriteTransaction:
         class Failed(Exception):
             pass
 
-        with pytest.raises(Failed):
+        async def append_then_fail() -> None:
             async with services.gate.service.repo.transaction(_Allow()) as tx:
                 await audit_store.append(tx.conn, [entry(n) for n in range(3)])
                 raise Failed
+
+        with pytest.raises(Failed):
+            await append_then_fail()
         assert await logged(services) == 0
