@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from samplan.fhir import resource as fhir_resource
@@ -76,6 +77,14 @@ CHANGES: dict[str, Callable[[Json], None]] = {
         body.pop("status"), body.update({"_status": {"extension": [
             {"url": "http://example.org/why", "valueString": "unknown"}]}})),
     "a wrong type in the period": _set(["period", "start"], 20260101),
+    "another patient (still valid)": _set(["subject", "reference"], "Patient/other-1.2"),
+    "an entry of a transaction by urn:uuid (still valid)": _set(
+        ["careTeam", 0, "reference"], "urn:uuid:0f3e5d2a-8c1b-4e6f-9a7d-2b4c6e8f0a1c"),
+    "an empty reference": _set(["subject", "reference"], ""),
+    "a reference as a number": _set(["subject", "reference"], 12),
+    "a reference as an object": _set(["subject", "reference"], {"reference": "Patient/x"}),
+    "a reference with a space after its type": _set(["subject", "reference"], "Patient/ x"),
+    "an unknown element beside a reference": _set(["careTeam", 0, "colour"], "red"),
 }
 
 
@@ -120,3 +129,108 @@ class TestSameOutcomeAsAFullCheck:
         assert len(checked) == 1
         assert "activity" not in checked[0]
         assert "subject" in checked[0]
+
+
+def outcome_over_stored(body: Json, stored: bytes) -> tuple[Any, ...]:
+    """:func:`outcome` of an update whose stored version is ``stored``, nothing else known."""
+    fhir_resource._KNOWN_VALID.clear()
+    try:
+        return ("valid", validate_resource(copy.deepcopy(body), stored=stored))
+    except FhirError as error:
+        return (type(error).__name__, [i.to_fhir() for i in error.issues])
+    finally:
+        fhir_resource._KNOWN_VALID.clear()
+
+
+def checked_keys(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The top-level keys of every JSON fhir.resources is asked to check as a CarePlan."""
+    checked: list[set[str]] = []
+    model = fhir_resource.model_class("CarePlan")
+    original = model.model_validate
+
+    def spy(data: Any, *args: Any, **kwargs: Any) -> Any:
+        checked.append(set(data))
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(model, "model_validate", spy)
+    return checked
+
+
+class TestTheStoredVersionCountsAsFoundValid:
+    """An update's body is checked against what it replaces: an element sent back exactly
+    as stored is set aside, in a process that never saw it (another worker wrote it)."""
+
+    @pytest.mark.parametrize("name", list(CHANGES))
+    def test_the_outcome_is_a_full_checks(self, name: str) -> None:
+        original = example("CarePlan-agreement-greta.json")
+        changed = copy.deepcopy(original)
+        CHANGES[name](changed)
+        assert outcome_over_stored(changed, orjson.dumps(original)) == with_nothing_known(
+            changed)
+
+    def test_only_what_changed_is_checked(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        checked = checked_keys(monkeypatch)
+        assert outcome_over_stored({**plan, "title": "Ny"}, orjson.dumps(plan))[0] == "valid"
+        assert len(checked) == 1
+        assert "activity" not in checked[0]
+        assert "title" in checked[0]
+
+    @pytest.mark.parametrize("stored", [
+        b"", b"not json", b"[]", orjson.dumps({"resourceType": "Goal", "id": "g"})],
+        ids=["empty", "not JSON", "not an object", "another type"])
+    def test_without_a_usable_stored_version_all_is_checked(
+        self, stored: bytes, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        checked = checked_keys(monkeypatch)
+        assert outcome_over_stored({**plan, "title": "Ny"}, stored)[0] == "valid"
+        assert "activity" in checked[-1]
+
+
+class TestReferenceIdsDoNotMatter:
+    """A reference is a string to the R4 check: an element known valid with one id in its
+    references is known valid with another (a new patient's plan, a transaction's fresh
+    urn:uuid entries); whatever else differs is checked."""
+
+    def test_a_plan_for_another_patient_has_only_the_rest_checked(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        fhir_resource._KNOWN_VALID.clear()
+        assert outcome(plan)[0] == "valid"
+        other = copy.deepcopy(plan)
+        other["subject"]["reference"] = "Patient/nils-2"
+        other["careTeam"][0]["reference"] = "CareTeam/team-of-nils"
+        other["goal"] = [{"reference": f"Goal/g-{i}"} for i in range(len(plan["goal"]))]
+        checked = checked_keys(monkeypatch)
+        assert outcome(other)[0] == "valid"
+        assert len(checked) == 1
+        assert not {"careTeam", "goal"} & checked[0]  # (a required subject is always checked)
+
+    def test_a_transactions_fresh_entry_ids_have_only_the_rest_checked(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        plan["careTeam"][0]["reference"] = "urn:uuid:0f3e5d2a-8c1b-4e6f-9a7d-2b4c6e8f0a1c"
+        fhir_resource._KNOWN_VALID.clear()
+        assert outcome(plan)[0] == "valid"
+        again = copy.deepcopy(plan)
+        again["careTeam"][0]["reference"] = "urn:uuid:9d1c0b2e-3f4a-4b5c-8d6e-7f8091a2b3c4"
+        moved = copy.deepcopy(plan)
+        moved["careTeam"][0]["reference"] = "CareTeam/team-of-greta"  # another shape
+        checked = checked_keys(monkeypatch)
+        assert outcome(again)[0] == "valid"
+        assert "careTeam" not in checked[-1]
+        assert outcome(moved)[0] == "valid"
+        assert "careTeam" in checked[-1]
+
+    def test_a_display_that_differs_is_checked(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        fhir_resource._KNOWN_VALID.clear()
+        assert outcome(plan)[0] == "valid"
+        other = copy.deepcopy(plan)
+        other["subject"]["display"] = "Nils Holm"
+        checked = checked_keys(monkeypatch)
+        assert outcome(other)[0] == "valid"
+        assert "subject" in checked[-1]

@@ -87,12 +87,18 @@ def require_resource(data: Any, expected_type: str | None = None) -> dict[str, A
     return data
 
 
-def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, Any]:
+def validate_resource(data: Any, expected_type: str | None = None, *,
+                      stored: bytes | None = None) -> dict[str, Any]:
     """Check a resource against R4 and the registered write checks; return it, maybe normalised.
 
     Unknown elements are a 400 (the JSON does not have the R4 shape); wrong
     values are a 422 (the shape is right, the content is not). Every issue
     names its element as a FHIRPath.
+
+    ``stored``: the stored JSON of the version this one replaces (an update, a patch).
+    What it holds passed this check when it was written, so an element sent back exactly
+    as stored is set aside as one found valid before (see below): a client's GET,
+    change, PUT has only its change checked by fhir.resources, in any process.
     """
     resource = require_resource(data, expected_type)
     resource_type = resource["resourceType"]
@@ -105,7 +111,8 @@ def validate_resource(data: Any, expected_type: str | None = None) -> dict[str, 
         )
     model = model_class(resource_type)
     parts = _part_digests(resource, resource_type, model)
-    if not _valid_setting_aside_known_parts(resource, resource_type, model, parts):
+    as_stored = _stored_digests(stored, resource_type, model) if stored and parts else None
+    if not _valid_setting_aside_known_parts(resource, resource_type, model, parts, as_stored):
         _check_r4(resource, resource_type, model)
     _remember_valid(parts.values())
     issues: list[Issue] = []
@@ -172,6 +179,24 @@ def _settable_aside(
     return found
 
 
+# A reference's id does not change whether an element passes the R4 check (a reference is
+# a string to fhir.resources; its target is the profiles' and the store's business), so an
+# element is known valid whatever ids its references carry: a journal's transaction names
+# its entries by fresh urn:uuid ids, a note's plan a new patient, and their elements are
+# otherwise the ones seen before. Only the id is replaced, by one of the same shape, in
+# ``"reference":"Type/id"`` and ``"reference":"urn:uuid:..."`` as orjson writes them (a
+# quote inside a string value is escaped there, so none can match); the rest is kept.
+_REFERENCE_IDS = re.compile(
+    rb'"reference":"(?:(urn:uuid:)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+    rb'|([A-Z][A-Za-z]{1,63}/)[A-Za-z0-9\-.]{1,64})"')
+
+
+def _REFERENCE_SHAPE(match: re.Match[bytes]) -> bytes:
+    if match.group(1):
+        return b'"reference":"urn:uuid:00000000-0000-0000-0000-000000000000"'
+    return b'"reference":"' + match.group(2) + b'x"'
+
+
 def _part_digests(
     resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel]
 ) -> dict[str, bytes]:
@@ -183,18 +208,34 @@ def _part_digests(
     for key, value in resource.items():
         if key in aside and (isinstance(value, dict) or (
                 isinstance(value, list) and value and all(isinstance(v, dict) for v in value))):
-            text = f"{resource_type}.{key}\0".encode() + orjson.dumps(value)
+            text = f"{resource_type}.{key}\0".encode() + _REFERENCE_IDS.sub(
+                _REFERENCE_SHAPE, orjson.dumps(value))
             digests[key] = hashlib.blake2b(text, digest_size=20).digest()
     return digests
 
 
+def _stored_digests(
+    stored: bytes, resource_type: str, model: type[pydantic.BaseModel]
+) -> frozenset[bytes]:
+    """The digests of the parts of a stored version (:func:`_part_digests`)."""
+    try:
+        body = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return frozenset()
+    if not isinstance(body, dict) or body.get("resourceType") != resource_type:
+        return frozenset()
+    return frozenset(_part_digests(body, resource_type, model).values())
+
+
 def _valid_setting_aside_known_parts(
     resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel],
-    parts: dict[str, bytes],
+    parts: dict[str, bytes], as_stored: frozenset[bytes] | None = None,
 ) -> bool:
-    """Whether ``resource`` passes, found by checking only what was not found valid before;
-    False when nothing is known, or when the rest does not pass (check it all, then)."""
-    known = {key for key, digest in parts.items() if digest in _KNOWN_VALID}
+    """Whether ``resource`` passes, found by checking only what was not found valid before
+    (or is as ``as_stored`` holds it); False when nothing is known, or when the rest does
+    not pass (check it all, then)."""
+    known = {key for key, digest in parts.items()
+             if digest in _KNOWN_VALID or (as_stored is not None and digest in as_stored)}
     if not known:
         return False
     rest = {key: value for key, value in resource.items() if key not in known}
