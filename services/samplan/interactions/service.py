@@ -364,7 +364,8 @@ class FhirService:
         if_match: str | None = None,
     ) -> WriteResult:
         self.resource_type(resource_type, "update")
-        resource = validate_resource(body, resource_type)
+        resource = validate_resource(
+            body, resource_type, stored=await self._stored_content(resource_type, resource_id))
         if resource.get("id") is None:
             raise BadRequest("The resource in a PUT must have an id.", [f"{resource_type}.id"])
         if resource["id"] != resource_id:
@@ -377,6 +378,15 @@ class FhirService:
             return await self.update_in(tx, resource, resource_id, if_match=if_match)
 
         return await self.run(unit, writer)
+
+    async def _stored_content(self, resource_type: str, resource_id: str) -> bytes | None:
+        """The stored JSON of the resource an update replaces, to set aside in the body's
+        check what it sends back unchanged (``validate_resource``): a read outside the
+        write's transaction, since any version stored passed the check."""
+        if not ID_PATTERN.match(resource_id):
+            return None  # update_in answers for it
+        current = await self.repo.read(resource_type, resource_id)
+        return current.content if current is not None and not current.deleted else None
 
     async def update_in(
         self,
@@ -439,7 +449,7 @@ class FhirService:
                                 [f"{resource_type}.resourceType"])
         if patched.get("id") != resource_id:
             raise Unprocessable("A patch may not change the id.", [f"{resource_type}.id"])
-        resource = validate_resource(patched, resource_type)
+        resource = validate_resource(patched, resource_type, stored=current.content)
         await self._check_integrity(tx, resource)
         stored = await tx.write(resource, resource_id=resource_id, current=current,
                                 method="PATCH")
