@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from factories import PNR_SYSTEM, make_patient
+from samplan.api.deps import Services
+from samplan.fhir.identifiers import HSA_SYSTEM
 
 RACERS = 12
 
@@ -115,3 +118,50 @@ class TestParallelConditionalCreate:
         assert goals["total"] == 8
         subjects = {e["resource"]["subject"]["reference"] for e in goals["entry"]}
         assert len(subjects) == 1
+
+
+class _Allow:
+    """A writer that allows every write (the gate's TxGuard is tested elsewhere)."""
+
+    async def before_write(self, *_: object) -> None:
+        return None
+
+    async def before_commit(self, _tx: object) -> None:
+        return None
+
+
+class TestConditionalCreatesOfOneExistingResource:
+    """Transactions whose conditional creates match the same existing resource (every note
+    of a care unit names the unit) do not wait for each other; two that would create the
+    same new one still do, so that one is made (PostgreSQL: SQLite's writers take turns)."""
+
+    async def test_a_match_is_not_locked_and_a_miss_is(self, services: Services) -> None:
+        repo, service = services.gate.service.repo, services.gate.service
+        if repo.is_sqlite:
+            pytest.skip("SQLite runs one writer at a time")
+        hsa = "SE2321000073-1001"
+        await services.gate.as_service().create("Organization", {
+            "resourceType": "Organization", "name": "Vårdcentralen",
+            "identifier": [{"system": HSA_SYSTEM, "value": hsa}]})
+        there = ("Organization", f"identifier={HSA_SYSTEM}|{hsa}")
+        new = ("Patient", f"identifier={PNR_SYSTEM}|194501011235")
+
+        async def ask(wanted: tuple[str, str]) -> list[str]:
+            async with repo.transaction(_Allow()) as tx:
+                await tx.lock(f"a statement first: {wanted}")
+                found = await service.prefetch_matches(tx, [wanted])
+                return [m.resource_id for m in found[wanted]]
+
+        async with repo.transaction(_Allow()) as first:
+            await first.lock("a statement first")  # (a key of its own)
+            matched = await service.prefetch_matches(first, [there, new])
+            assert len(matched[there]) == 1
+            assert matched[new] == []
+            # while the first is open: the existing unit answers at once ...
+            assert await asyncio.wait_for(ask(there), timeout=10) == [
+                matched[there][0].resource_id]
+            # ... and the new patient waits for the first to end
+            waiting = asyncio.create_task(ask(new))
+            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            assert not done
+        assert await asyncio.wait_for(waiting, timeout=30) == []

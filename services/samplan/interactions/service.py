@@ -247,10 +247,11 @@ class FhirService:
         self, tx: WriteTx, resource_type: str, criteria: str, what: str,
         prefetched: dict[tuple[str, str], list[StoredResource]] | None = None,
     ) -> StoredResource | None:
-        """The single match of a conditional criteria, under a lock on that criteria.
+        """The single match of a conditional criteria; when there is none, as found under
+        a lock on that criteria (see :meth:`prefetch_matches`).
 
         ``prefetched`` (:meth:`prefetch_matches`): the matches of identifier criteria,
-        found with their locks for a whole transaction Bundle at once.
+        found for a whole transaction Bundle at once.
         """
         if prefetched is not None and (resource_type, criteria) in prefetched:
             candidates = prefetched[(resource_type, criteria)]
@@ -260,8 +261,10 @@ class FhirService:
                 raise BadRequest(f"{what} has no search criteria.", [what])
             query = self.parse_query(resource_type, params, strict=True)
             query.count = _MATCH_WINDOW
-            await tx.lock(_criteria_lock(resource_type, params))
             candidates = (await tx.search(query)).matches
+            if not candidates:
+                await tx.lock(_criteria_lock(resource_type, params))
+                candidates = (await tx.search(query)).matches
         admission = tx.writer if isinstance(tx.writer, MatchAdmission) else None
         matches = [m for m in candidates
                    if admission is None or await admission.admits(tx, m, what)]
@@ -274,13 +277,20 @@ class FhirService:
     async def prefetch_matches(
         self, tx: WriteTx, wanted: list[tuple[str, str]]
     ) -> dict[tuple[str, str], list[StoredResource]]:
-        """The matches of many ``(type, criteria)`` at once, each under the lock
-        :meth:`find_one` would take: two round trips for a transaction Bundle's conditional
-        creates instead of two each. Only criteria that are one identifier
-        (``identifier=system|code``, as journal notes write them); the others are left out
-        and searched one by one."""
+        """The matches of many ``(type, criteria)`` at once: one round trip for a
+        transaction Bundle's conditional creates instead of two each. Only criteria that
+        are one identifier (``identifier=system|code``, as journal notes write them); the
+        others are left out and searched one by one (:meth:`find_one`).
+
+        A criteria that matches nothing is locked and asked again, so that two
+        transactions creating the same new resource make one (the second sees the first's
+        once it has committed). One that matches is not locked: a match needs no create,
+        and a lock on it would make every transaction naming the same care unit or
+        practitioner wait for the one before to commit (issue 15: one region, one
+        journal engine, all its notes naming a few hundred units).
+        """
         simple: dict[tuple[str, str], tuple[str, str | None, str]] = {}
-        locks: list[str] = []
+        locks: dict[tuple[str, str], str] = {}
         for resource_type, criteria in wanted:
             try:
                 params = _query_pairs(criteria)
@@ -291,11 +301,15 @@ class FhirService:
             if token is None:
                 continue
             simple[(resource_type, criteria)] = (resource_type, *token)
-            locks.append(_criteria_lock(resource_type, params))
+            locks[(resource_type, criteria)] = _criteria_lock(resource_type, params)
         if not simple:
             return {}
-        await tx.lock_many(locks)
         found = await tx.by_identifiers(list(dict.fromkeys(simple.values())))
+        missing = [key for key, token in simple.items() if not found[token]]
+        if missing:
+            await tx.lock_many([locks[key] for key in missing])
+            found.update(await tx.by_identifiers(
+                list(dict.fromkeys(simple[key] for key in missing))))
         return {key: found[token][:_MATCH_WINDOW] for key, token in simple.items()}
 
     async def _check_integrity(self, tx: WriteTx, resource: dict[str, Any]) -> None:
