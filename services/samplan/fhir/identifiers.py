@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import date
+from functools import lru_cache
 from typing import Any, Literal
 
 from samplan.fhir.errors import Issue
@@ -259,41 +260,64 @@ def normalise_identifiers(resource: dict[str, Any]) -> list[Issue]:
     """
     issues: list[Issue] = []
     root = resource.get("resourceType")
-    _walk(resource, root if isinstance(root, str) else "Resource", issues)
+    _walk(resource, [root if isinstance(root, str) else "Resource"], issues)
     return issues
 
 
-def _walk(node: Any, path: str, issues: list[Issue]) -> None:
+def _walk(node: Any, path: list[str | int], issues: list[Issue]) -> None:
+    """``path``: the steps to ``node``, made a FHIRPath only for an issue (most of a
+    resource has no identifier)."""
     if isinstance(node, dict):
         if "system" in node and "value" in node:
             _check_identifier(node, path, issues)
         for key, child in node.items():
             if isinstance(child, dict | list):
-                _walk(child, f"{path}.{key}", issues)
-    elif isinstance(node, list):
+                path.append(key)
+                _walk(child, path, issues)
+                path.pop()
+    else:
         for index, child in enumerate(node):
-            _walk(child, f"{path}[{index}]", issues)
+            if isinstance(child, dict | list):
+                path.append(index)
+                _walk(child, path, issues)
+                path.pop()
 
 
-def _check_identifier(identifier: dict[str, Any], path: str, issues: list[Issue]) -> None:
+def _value_at(path: list[str | int]) -> tuple[str]:
+    """The FHIRPath of the ``value`` of the identifier at ``path``, for an issue."""
+    steps = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" if i else step
+                    for i, step in enumerate(path))
+    return (f"{steps}.value",)
+
+
+@lru_cache(maxsize=8192)
+def _normalised(value: str, samordning: bool, today: date) -> str:
+    """:func:`normalise_personnummer`, once per number and day (a patient's number is in
+    each resource of its agreement; an invalid one raises each time, as it is not kept)."""
+    return normalise_personnummer(value, samordning=samordning, today=today)
+
+
+def _check_identifier(
+    identifier: dict[str, Any], path: list[str | int], issues: list[Issue]
+) -> None:
     system, value = identifier["system"], identifier["value"]
     if not isinstance(system, str):
         return
     canonical = canonical_system(system)
-    expression = (f"{path}.value",)
 
     if canonical in _PERSON_SYSTEMS:
         samordning = canonical == SAMORDNINGSNUMMER_SYSTEM
         if not isinstance(value, str):
             kind = "samordningsnummer" if samordning else "personnummer"
             issues.append(
-                Issue(code="value", diagnostics=f"{kind} must be a string", expression=expression)
+                Issue(code="value", diagnostics=f"{kind} must be a string",
+                      expression=_value_at(path))
             )
             return
         try:
-            normalised = normalise_personnummer(value, samordning=samordning)
+            normalised = _normalised(value, samordning, date.today())
         except InvalidIdentifier as error:
-            issues.append(Issue(code="value", diagnostics=str(error), expression=expression))
+            issues.append(Issue(code="value", diagnostics=str(error), expression=_value_at(path)))
             return
         identifier["system"] = canonical
         identifier["value"] = normalised
@@ -301,7 +325,8 @@ def _check_identifier(identifier: dict[str, Any], path: str, issues: list[Issue]
     elif canonical == HSA_SYSTEM:
         if not isinstance(value, str) or not value.strip():
             issues.append(
-                Issue(code="value", diagnostics="HSA-id must not be empty", expression=expression)
+                Issue(code="value", diagnostics="HSA-id must not be empty",
+                      expression=_value_at(path))
             )
         elif not is_hsa_id(value):
             issues.append(
@@ -309,6 +334,6 @@ def _check_identifier(identifier: dict[str, Any], path: str, issues: list[Issue]
                     code="value",
                     diagnostics="HSA-id must look like SE<organisation number>-<suffix>, "
                     "e.g. SE2321000073-1001, at most 31 characters",
-                    expression=expression,
+                    expression=_value_at(path),
                 )
             )

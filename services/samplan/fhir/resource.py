@@ -334,7 +334,9 @@ def _enum_issues(model: pydantic.BaseModel, path: str) -> Iterator[Issue]:
 
 def instant(ts: datetime) -> str:
     """A FHIR instant in UTC with microseconds, e.g. 2026-11-23T16:40:00.123456Z."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = ts.astimezone(UTC)  # formatted by hand: strftime's %f is parsed in Python each call
+    return (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:"
+            f"{u.second:02d}.{u.microsecond:06d}Z")
 
 
 def stamp(resource: dict[str, Any], *, resource_id: str, version_id: int, at: datetime) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -140,12 +141,20 @@ def _conditional_create(where: str, method: str, url: str, if_none_exist: Any
 
 
 def _split_url(url: str) -> tuple[str, str | None, list[tuple[str, str]]]:
+    rtype, rid, params = _split_url_once(url)
+    return rtype, rid, list(params)
+
+
+@lru_cache(maxsize=1024)
+def _split_url_once(url: str) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
+    """An entry's ``request.url`` as type, id and query (each entry's is read several
+    times, and a journal's transactions repeat the same few conditional ones)."""
     from urllib.parse import parse_qsl
 
     parts = urlsplit(url)
     path = parts.path.strip("/").split("/")
     params = parse_qsl(parts.query, keep_blank_values=True)
-    return path[0], (path[1] if len(path) > 1 and path[1] else None), params
+    return path[0], (path[1] if len(path) > 1 and path[1] else None), tuple(params)
 
 
 # what the interactions name in an error, and where that is in a Bundle entry
