@@ -85,6 +85,15 @@ CHANGES: dict[str, Callable[[Json], None]] = {
     "a reference as an object": _set(["subject", "reference"], {"reference": "Patient/x"}),
     "a reference with a space after its type": _set(["subject", "reference"], "Patient/ x"),
     "an unknown element beside a reference": _set(["careTeam", 0, "colour"], "red"),
+    "one activity described anew (still valid)": _set(
+        ["activity", 1, "detail", "description"], "Ny beskrivning"),
+    "one activity as a string": _set(["activity", 1], "Promenera"),
+    "one activity with an unknown element": _set(["activity", 1, "colour"], "red"),
+    "the activities in another order (still valid)": lambda body: body.update(
+        activity=list(reversed(body["activity"]))),
+    "an activity twice (still valid)": lambda body: body["activity"].append(
+        copy.deepcopy(body["activity"][0])),
+    "an activity dropped (still valid)": lambda body: body["activity"].pop(),
 }
 
 
@@ -234,3 +243,26 @@ class TestReferenceIdsDoNotMatter:
         checked = checked_keys(monkeypatch)
         assert outcome(other)[0] == "valid"
         assert "subject" in checked[-1]
+
+
+class TestListItemsAreSetAsideOneByOne:
+    def test_only_the_changed_activity_is_checked(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        plan = example("CarePlan-agreement-greta.json")
+        assert len(plan["activity"]) > 2
+        fhir_resource._KNOWN_VALID.clear()
+        assert outcome(plan)[0] == "valid"
+        changed = copy.deepcopy(plan)
+        changed["activity"][1]["detail"]["description"] = "Ny beskrivning"
+        activities: list[int] = []
+        model = fhir_resource.model_class("CarePlan")
+        original = model.model_validate
+
+        def spy(data: Any, *args: Any, **kwargs: Any) -> Any:
+            activities.append(len(data.get("activity", [])))
+            return original(data, *args, **kwargs)
+
+        monkeypatch.setattr(model, "model_validate", spy)
+        assert outcome(changed)[0] == "valid"
+        assert activities == [1]

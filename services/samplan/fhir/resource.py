@@ -114,7 +114,7 @@ def validate_resource(data: Any, expected_type: str | None = None, *,
     as_stored = _stored_digests(stored, resource_type, model) if stored and parts else None
     if not _valid_setting_aside_known_parts(resource, resource_type, model, parts, as_stored):
         _check_r4(resource, resource_type, model)
-    _remember_valid(parts.values())
+    _remember_valid(d for part in parts.values() for d in part)
     issues: list[Issue] = []
     for check in WRITE_CHECKS:
         issues.extend(check(resource))
@@ -150,10 +150,12 @@ def _check_r4(resource: dict[str, Any], resource_type: str,
 # choice, no unknown ones) and primitive values with their ``_x`` siblings. So a
 # complex element whose exact JSON, at the same place, passed before (and had no
 # code outside its value set) passes again: it is set aside, and the rest of the
-# resource is checked with fhir.resources as usual. Set aside are only elements that
-# are optional, not part of a choice, and objects or lists of objects, and only when
-# every key of the resource is a JSON name of its model; when the rest fails, the
-# whole resource is checked again, so errors are exactly those of a full check.
+# resource is checked with fhir.resources as usual. So is each item of a list of
+# objects (each is validated by itself): the items not known are checked as the list,
+# the known ones left out of it. Set aside are only elements that are optional, not
+# part of a choice, and objects or lists of objects, and only when every key of the
+# resource is a JSON name of its model; when the rest fails, the whole resource is
+# checked again, so errors are exactly those of a full check.
 
 _KNOWN_VALID: OrderedDict[bytes, None] = OrderedDict()
 _KNOWN_VALID_MAX = 20_000
@@ -199,19 +201,29 @@ def _REFERENCE_SHAPE(match: re.Match[bytes]) -> bytes:
 
 def _part_digests(
     resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel]
-) -> dict[str, bytes]:
-    """A digest of each element of ``resource`` that could be set aside, by JSON name."""
+) -> dict[str, tuple[bytes, ...]]:
+    """The digests of each element of ``resource`` that could be set aside, by JSON name:
+    one for an object, one per item for a list of objects (an item is checked by itself,
+    so the items of a list that were seen before are set aside and the new ones checked:
+    a plan's activities, of which a new note changes one)."""
     names, aside = _settable_aside(resource_type, model)
     if not resource.keys() <= names:
         return {}  # an unknown element, or a field by its Python name: check it all
-    digests: dict[str, bytes] = {}
+    digests: dict[str, tuple[bytes, ...]] = {}
     for key, value in resource.items():
-        if key in aside and (isinstance(value, dict) or (
-                isinstance(value, list) and value and all(isinstance(v, dict) for v in value))):
-            text = f"{resource_type}.{key}\0".encode() + _REFERENCE_IDS.sub(
-                _REFERENCE_SHAPE, orjson.dumps(value))
-            digests[key] = hashlib.blake2b(text, digest_size=20).digest()
+        if key not in aside:
+            continue
+        if isinstance(value, dict):
+            digests[key] = (_digest(f"{resource_type}.{key}", value),)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            place = f"{resource_type}.{key}[]"
+            digests[key] = tuple(_digest(place, item) for item in value)
     return digests
+
+
+def _digest(place: str, value: Any) -> bytes:
+    text = f"{place}\0".encode() + _REFERENCE_IDS.sub(_REFERENCE_SHAPE, orjson.dumps(value))
+    return hashlib.blake2b(text, digest_size=20).digest()
 
 
 def _stored_digests(
@@ -224,21 +236,36 @@ def _stored_digests(
         return frozenset()
     if not isinstance(body, dict) or body.get("resourceType") != resource_type:
         return frozenset()
-    return frozenset(_part_digests(body, resource_type, model).values())
+    return frozenset(d for part in _part_digests(body, resource_type, model).values()
+                     for d in part)
 
 
 def _valid_setting_aside_known_parts(
     resource: dict[str, Any], resource_type: str, model: type[pydantic.BaseModel],
-    parts: dict[str, bytes], as_stored: frozenset[bytes] | None = None,
+    parts: dict[str, tuple[bytes, ...]], as_stored: frozenset[bytes] | None = None,
 ) -> bool:
     """Whether ``resource`` passes, found by checking only what was not found valid before
-    (or is as ``as_stored`` holds it); False when nothing is known, or when the rest does
-    not pass (check it all, then)."""
-    known = {key for key, digest in parts.items()
-             if digest in _KNOWN_VALID or (as_stored is not None and digest in as_stored)}
-    if not known:
+    (or is as ``as_stored`` holds it): the elements and list items not known, in a
+    resource of their own; False when nothing is known, or when the rest does not pass
+    (check it all, then)."""
+    rest: dict[str, Any] = {}
+    set_aside = False
+    for key, value in resource.items():
+        digests = parts.get(key)
+        if digests is None:
+            rest[key] = value
+            continue
+        known = [d in _KNOWN_VALID or (as_stored is not None and d in as_stored)
+                 for d in digests]
+        if all(known):
+            set_aside = True
+        elif any(known):  # a list: the items not known
+            set_aside = True
+            rest[key] = [item for item, seen in zip(value, known, strict=True) if not seen]
+        else:
+            rest[key] = value
+    if not set_aside:
         return False
-    rest = {key: value for key, value in resource.items() if key not in known}
     try:
         instance = model.model_validate(rest)
     except pydantic.ValidationError:
