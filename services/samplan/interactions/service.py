@@ -278,7 +278,8 @@ class FhirService:
         self, tx: WriteTx, wanted: list[tuple[str, str]]
     ) -> dict[tuple[str, str], list[StoredResource]]:
         """The matches of many ``(type, criteria)`` at once: one round trip for a
-        transaction Bundle's conditional creates instead of two each. Only criteria that
+        transaction Bundle's conditional creates when all match (two more when some do
+        not), instead of two each. Only criteria that
         are one identifier (``identifier=system|code``, as journal notes write them); the
         others are left out and searched one by one (:meth:`find_one`).
 
