@@ -14,6 +14,7 @@ import pytest
 from factories import PNR_SYSTEM, make_patient
 from samplan.api.deps import Services
 from samplan.fhir.identifiers import HSA_SYSTEM
+from support.writers import Anyone
 
 RACERS = 12
 
@@ -120,16 +121,6 @@ class TestParallelConditionalCreate:
         assert len(subjects) == 1
 
 
-class _Allow:
-    """A writer that allows every write (the gate's TxGuard is tested elsewhere)."""
-
-    async def before_write(self, *_: object) -> None:
-        return None
-
-    async def before_commit(self, _tx: object) -> None:
-        return None
-
-
 class TestConditionalCreatesOfOneExistingResource:
     """Transactions whose conditional creates match the same existing resource (every note
     of a care unit names the unit) do not wait for each other; two that would create the
@@ -147,12 +138,12 @@ class TestConditionalCreatesOfOneExistingResource:
         new = ("Patient", f"identifier={PNR_SYSTEM}|194501011235")
 
         async def ask(wanted: tuple[str, str]) -> list[str]:
-            async with repo.transaction(_Allow()) as tx:
+            async with repo.transaction(Anyone()) as tx:
                 await tx.lock(f"a statement first: {wanted}")
                 found = await service.prefetch_matches(tx, [wanted])
                 return [m.resource_id for m in found[wanted]]
 
-        async with repo.transaction(_Allow()) as first:
+        async with repo.transaction(Anyone()) as first:
             await first.lock("a statement first")  # (a key of its own)
             matched = await service.prefetch_matches(first, [there, new])
             assert len(matched[there]) == 1

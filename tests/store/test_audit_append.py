@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from samplan.api.deps import Services
 from samplan.store import audit as audit_store
 from samplan.store.tables import audit_events
+from support.writers import Anyone
 
 # more than one SQLite statement's worth (500 entries each), so the batch spans three
 ENTRIES = 1_201
@@ -50,14 +51,6 @@ class TestAppendCommitted:
         assert await logged(services) == 3
 
 
-class _Allow:
-    async def before_write(self, *_: object) -> None:
-        return None
-
-    async def before_commit(self, _tx: object) -> None:
-        return None
-
-
 class TestAppendInAWriteTransaction:
     """Entries appended in a write's own transaction (the gate's TxGuard) commit with the
     write and are rolled back with it, on the driver path of both databases."""
@@ -65,7 +58,7 @@ class TestAppendInAWriteTransaction:
     async def test_they_commit_with_the_write_in_several_statements(
         self, services: Services
     ) -> None:
-        async with services.gate.service.repo.transaction(_Allow()) as tx:
+        async with services.gate.service.repo.transaction(Anyone()) as tx:
             await audit_store.append(tx.conn, [entry(n) for n in range(ENTRIES)])
         assert await logged(services) == ENTRIES
 
@@ -74,7 +67,7 @@ class TestAppendInAWriteTransaction:
             pass
 
         async def append_then_fail() -> None:
-            async with services.gate.service.repo.transaction(_Allow()) as tx:
+            async with services.gate.service.repo.transaction(Anyone()) as tx:
                 await audit_store.append(tx.conn, [entry(n) for n in range(3)])
                 raise Failed
 

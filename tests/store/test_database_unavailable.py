@@ -20,11 +20,11 @@ from starlette.requests import Request
 
 from samplan.api import errors as api_errors
 from samplan.api.deps import Services
-from samplan.fhir.stored import DatabaseUnavailable, StoredResource
+from samplan.fhir.stored import DatabaseUnavailable
 from samplan.store.database import DriverPool, Timeouts, create_engine
 from samplan.store.driver import unavailable
-from samplan.store.repository import WriteTx
 from support.server import free_port
+from support.writers import Anyone
 
 
 class TestWhatIsUnavailable:
@@ -116,17 +116,6 @@ class TestBoundedWaits:
         finally:
             await pool.close()
             await engine.dispose()
-
-
-class Anyone:
-    """A writer that allows every write (the gate's TxGuard is tested elsewhere)."""
-
-    async def before_write(self, tx: WriteTx, resource_type: str, resource_id: str,
-                           current: StoredResource | None, body: dict[str, Any] | None) -> None:
-        del tx, resource_type, resource_id, current, body
-
-    async def before_commit(self, tx: WriteTx) -> None:
-        del tx
 
 
 class TestTheWritePathBeginsPublicly:

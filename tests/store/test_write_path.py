@@ -21,6 +21,7 @@ from samplan.fhir.indexing import extract
 from samplan.fhir.registry import REGISTRY
 from samplan.fhir.stored import WriteConflict
 from samplan.store.tables import idx_date, idx_reference, idx_string, idx_token, resource_versions
+from support.writers import Anyone
 
 Json = dict[str, Any]
 
@@ -123,19 +124,9 @@ class TestIfMatch:
             services, orjson.loads(current.content or b"{}"))
 
 
-class _Allow:
-    """A writer that allows every write (the gate's TxGuard is tested elsewhere)."""
-
-    async def before_write(self, *_: Any) -> None:
-        return None
-
-    async def before_commit(self, _tx: Any) -> None:
-        return None
-
-
 async def write_then_fail(repo: Any) -> None:
     """A create of ``fresh`` and an update of ``kept``, then an error before the commit."""
-    async with repo.transaction(_Allow()) as tx:
+    async with repo.transaction(Anyone()) as tx:
         await tx.write(make_plan(goals=("g9",)), resource_id="fresh", current=None,
                        method="POST")
         current = await tx.current("CarePlan", "kept")
@@ -186,7 +177,7 @@ class TestAFailureAfterTheWritesLeavesNothing:
 
 
 async def create_at(repo: Any, resource_id: str) -> None:
-    async with repo.transaction(_Allow()) as tx:
+    async with repo.transaction(Anyone()) as tx:
         await tx.write(make_plan(title="Andra"), resource_id=resource_id, current=None,
                        method="POST")
 
@@ -217,7 +208,7 @@ class TestTheIdentifierLookupInATransaction:
             ("Organization", hsa, "SE2321000073-1001"), ("Organization", "urn:x", "7"),
             ("Organization", hsa, "SE2321000073-1003"), ("Organization", None, "SE2321000073-1001"),
             ("Patient", hsa, "SE2321000073-1001"), ("Organization", "urn:x", "SE2321000073-1001")]
-        async with services.gate.service.repo.transaction(_Allow()) as tx:
+        async with services.gate.service.repo.transaction(Anyone()) as tx:
             await tx.lock("begin")  # the lookup on a transaction that has begun
             found = await tx.by_identifiers(wanted)
         ids = {key: [s.resource_id for s in stored] for key, stored in found.items()}
@@ -238,7 +229,7 @@ class TestTheIdentifierLookupInATransaction:
         created = (await services.gate.as_service().create("Organization", {
             "resourceType": "Organization", "name": "A",
             "identifier": [{"system": hsa, "value": "SE2321000073-1002"}]})).stored
-        async with services.gate.service.repo.transaction(_Allow()) as tx:
+        async with services.gate.service.repo.transaction(Anyone()) as tx:
             found = await tx.by_identifiers([("Organization", hsa, "SE2321000073-1002")])
         assert [s.resource_id for s in found[("Organization", hsa, "SE2321000073-1002")]] == [
             created.resource_id]
