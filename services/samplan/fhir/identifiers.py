@@ -285,9 +285,9 @@ def _walk(node: Any, path: list[str | int], issues: list[Issue]) -> None:
 
 def _value_at(path: list[str | int]) -> tuple[str]:
     """The FHIRPath of the ``value`` of the identifier at ``path``, for an issue."""
-    steps = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" if i else step
-                    for i, step in enumerate(path))
-    return (f"{steps}.value",)
+    from samplan.fhir.resource import fhirpath  # (fhir.resources loads only for an issue)
+
+    return (f"{fhirpath(str(path[0]), tuple(path[1:]))}.value",)
 
 
 @lru_cache(maxsize=8192)

@@ -193,7 +193,7 @@ _REFERENCE_IDS = re.compile(
     rb'|([A-Z][A-Za-z]{1,63}/)[A-Za-z0-9\-.]{1,64})"')
 
 
-def _REFERENCE_SHAPE(match: re.Match[bytes]) -> bytes:
+def _same_shape_id(match: re.Match[bytes]) -> bytes:
     if match.group(1):
         return b'"reference":"urn:uuid:00000000-0000-0000-0000-000000000000"'
     return b'"reference":"' + match.group(2) + b'x"'
@@ -222,7 +222,7 @@ def _part_digests(
 
 
 def _digest(place: str, value: Any) -> bytes:
-    text = f"{place}\0".encode() + _REFERENCE_IDS.sub(_REFERENCE_SHAPE, orjson.dumps(value))
+    text = f"{place}\0".encode() + _REFERENCE_IDS.sub(_same_shape_id, orjson.dumps(value))
     return hashlib.blake2b(text, digest_size=20).digest()
 
 
